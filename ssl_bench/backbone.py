@@ -1,0 +1,95 @@
+"""The shared conv backbone: three named stages, conv1 -> conv2 -> conv3, then global pooling.
+
+Each stage is a stack of conv-BN-ReLU layers optionally followed by a 3×3/stride-2 pool
+(RotNet's NIN pools after blocks 1 and 2: 32 px -> 16 -> 8). The evaluator freezes conv1
+and conv2 and retrains conv3, so the stage boundaries are the unit of the protocol.
+Global average pooling at the end makes any input of 16 px or more work (jigsaw tiles,
+patches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+STAGES = ("conv1", "conv2", "conv3")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Channels and kernel size of each conv in a stage, and the pool that ends it."""
+
+    channels: Sequence[int]
+    kernels: Sequence[int]
+    pool: str | None = None  # "max", "avg" or None
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != len(self.kernels) or not self.channels:
+            raise ValueError("a stage needs as many kernels as channels, and at least one conv")
+        if self.pool not in (None, "max", "avg"):
+            raise ValueError(f"pool must be 'max', 'avg' or null, got {self.pool!r}")
+
+
+def build_stage(in_channels: int, spec: StageSpec) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for out, k in zip(spec.channels, spec.kernels):
+        layers += [nn.Conv2d(in_channels, out, k, padding=k // 2, bias=False),
+                   nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        in_channels = out
+    if spec.pool == "max":
+        layers.append(nn.MaxPool2d(3, stride=2, padding=1))
+    elif spec.pool == "avg":
+        layers.append(nn.AvgPool2d(3, stride=2, padding=1))
+    return nn.Sequential(*layers)
+
+
+def reset_parameters(module: nn.Module) -> None:
+    """Re-initialise every layer of `module` in place (weights and BatchNorm statistics)."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+        if hasattr(m, "reset_parameters") and m is not module:
+            m.reset_parameters()
+
+
+class ConvBackbone(nn.Module):
+    """conv1 -> conv2 -> conv3 -> global average pool; `features(x, upto)` stops early."""
+
+    def __init__(self, name: str, conv1: dict, conv2: dict, conv3: dict, in_channels: int = 3):
+        super().__init__()
+        self.name = name
+        self.specs = {s: StageSpec(**spec) for s, spec in zip(STAGES, (conv1, conv2, conv3))}
+        channels = in_channels
+        for stage in STAGES:
+            setattr(self, stage, build_stage(channels, self.specs[stage]))
+            channels = self.specs[stage].channels[-1]
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def out_channels(self, stage: str = "conv3") -> int:
+        return self.specs[stage].channels[-1]
+
+    def features(self, x: torch.Tensor, upto: str = "conv3") -> torch.Tensor:
+        """Feature map after stage `upto` (N×C×h×w), e.g. N×64×8×8 after conv2 on 32 px."""
+        if upto not in STAGES:
+            raise ValueError(f"upto must be one of {STAGES}, got {upto!r}")
+        for stage in STAGES:
+            x = getattr(self, stage)(x)
+            if stage == upto:
+                return x
+        raise AssertionError("unreachable")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled conv3 features, N×D."""
+        return self.pool(self.features(x)).flatten(1)
+
+
+def frozen_stages(backbone: ConvBackbone, upto: str = "conv2") -> nn.Sequential:
+    """The stages up to `upto` as one module, put in eval mode with gradients off."""
+    stages = nn.Sequential(*[getattr(backbone, s) for s in STAGES[:STAGES.index(upto) + 1]])
+    stages.eval()
+    for p in stages.parameters():
+        p.requires_grad_(False)
+    return stages

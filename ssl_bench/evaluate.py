@@ -1,0 +1,169 @@
+"""The evaluation protocol: frozen conv1–conv2, conv3 + linear fitted on K labels per class.
+
+For each K: a seeded class-balanced subset (the same for every method with the same seed);
+conv3 re-initialised (RotNet's "+conv"; `eval.reinit_conv3=false` starts from the
+pretrained conv3) plus a linear layer, trained for a step budget; top-1 accuracy on the
+full test set after the last step (never the best step: the test set is not a
+validation set).
+
+conv1–conv2 are in eval mode with gradients off, so neither their weights nor their
+BatchNorm statistics can change. With `eval.feature_cache=true` their output is computed
+once per model for the labelled images and their mirror images, and training draws a
+random one of the two per sample: augmentation is flip-only in that mode (random crops
+would need the frozen stages at every step; `feature_cache=false` does that).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+from tqdm.auto import tqdm
+
+from ssl_bench.backbone import ConvBackbone, frozen_stages, reset_parameters
+from ssl_bench.batching import index_batches, map_chunks
+from ssl_bench.data.augment import augment, to_float
+from ssl_bench.data.imageset import DataSplits
+from ssl_bench.data.subsets import balanced_subset
+from ssl_bench.optim import make_optimizer, make_schedule
+
+log = logging.getLogger(__name__)
+
+
+class Conv3Classifier(nn.Module):
+    """The trainable top of the protocol: conv3, global average pool, linear."""
+
+    def __init__(self, conv3: nn.Module, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.conv3 = conv3
+        self.fc = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, conv2_features: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(self.conv3(conv2_features), 1).flatten(1))
+
+
+def num_steps(num_images: int, batch_size: int, epochs: float, min_steps: int,
+              max_steps: int | None) -> int:
+    """`epochs` passes over the labelled subset, clamped to [min_steps, max_steps].
+
+    The floor gives small K enough optimiser steps to converge; the cap bounds the cost
+    of large K on slow machines.
+    """
+    steps = math.ceil(epochs * num_images / min(batch_size, num_images))
+    steps = max(steps, min_steps)
+    return min(steps, max_steps) if max_steps else steps
+
+
+def make_classifier(backbone: ConvBackbone, num_classes: int, reinit_conv3: bool,
+                    seed: int) -> Conv3Classifier:
+    """A fresh copy of conv3 (re-initialised from `seed` unless told not to) + linear."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        conv3 = copy.deepcopy(backbone.conv3)
+        if reinit_conv3:
+            reset_parameters(conv3)
+        for p in conv3.parameters():
+            p.requires_grad_(True)
+        return Conv3Classifier(conv3, backbone.out_channels("conv3"), num_classes)
+
+
+def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: int,
+             device: torch.device, channels_last: bool = True,
+             progress: bool = True) -> list[dict]:
+    """Run the protocol for every K in `cfg.labels_per_class`; one result dict per K."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    backbone.to(device)
+    frozen = frozen_stages(backbone, "conv2")
+    mean, std = data.mean.to(device), data.std.to(device)
+    ks = sorted(int(k) for k in cfg.labels_per_class)
+    # subsets are nested across K for one seed, so the largest one holds every image needed
+    largest = balanced_subset(data.train.labels, ks[-1], seed)
+
+    @torch.no_grad()
+    def conv2_of(images_u8: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        x = to_float(images_u8.to(device), mean, std)
+        x = x.flip(3) if flip else x
+        return frozen(x.contiguous(memory_format=memory_format))
+
+    start = time.perf_counter()
+    test_features = map_chunks(conv2_of, data.test.images, cfg.chunk_size)
+    cached: tuple[torch.Tensor, torch.Tensor] | None = None
+    if cfg.feature_cache:
+        train_images = data.train.images[largest]
+        cached = (map_chunks(conv2_of, train_images, cfg.chunk_size),
+                  map_chunks(lambda b: conv2_of(b, flip=True), train_images, cfg.chunk_size))
+    shared_seconds = time.perf_counter() - start
+    position = torch.full((len(data.train),), -1, dtype=torch.long)
+    position[largest] = torch.arange(len(largest))
+
+    results = []
+    for k in ks:
+        k_start = time.perf_counter()
+        subset = balanced_subset(data.train.labels, k, seed)
+        labels = data.train.labels[subset].to(device)
+        if cached is not None:
+            rows = position[subset].to(device)
+            straight, mirrored = cached[0][rows], cached[1][rows]
+
+            def batch_features(idx: torch.Tensor, gen: torch.Generator,
+                               straight=straight, mirrored=mirrored) -> torch.Tensor:
+                flip = torch.rand(len(idx), generator=gen, device=device) < 0.5
+                return torch.where(flip[:, None, None, None], mirrored[idx], straight[idx])
+        else:
+            images = data.train.images[subset].to(device)
+
+            def batch_features(idx: torch.Tensor, gen: torch.Generator,
+                               images=images) -> torch.Tensor:
+                with torch.no_grad():
+                    x = augment(to_float(images[idx], mean, std), cfg.augment.crop_padding,
+                                cfg.augment.flip, gen)
+                    return frozen(x.contiguous(memory_format=memory_format))
+
+        model = make_classifier(backbone, data.num_classes, cfg.reinit_conv3,
+                                seed * 100_003 + k).to(device, memory_format=memory_format)
+        steps = num_steps(len(subset), cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps)
+        final_loss = train_classifier(model, batch_features, labels, steps, cfg, seed + k, device,
+                                      desc=f"eval K={k}", progress=progress)
+        acc = accuracy(model, test_features, data.test.labels.to(device), cfg.chunk_size)
+        seconds = time.perf_counter() - k_start + shared_seconds / len(ks)
+        log.info("K=%d: test accuracy %.2f%% after %d steps (%.1fs)", k, acc, steps, seconds)
+        results.append({"labels_per_class": k, "test_acc": acc, "eval_steps": steps,
+                        "eval_final_loss": final_loss, "eval_seconds": seconds})
+    return results
+
+
+def train_classifier(model: nn.Module,
+                     batch_features: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+                     labels: torch.Tensor, steps: int, cfg: DictConfig, seed: int,
+                     device: torch.device, desc: str, progress: bool) -> float:
+    """Fit `model` on features from `batch_features(indices, generator)`; returns final loss."""
+    optimizer = make_optimizer(model.parameters(), **cfg.optimizer)
+    schedule = make_schedule(optimizer, cfg.schedule, total_steps=steps)
+    order_gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    batches = index_batches(len(labels), cfg.batch_size, order_gen)
+    model.train()
+    loss = torch.zeros(())
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        idx = next(batches).to(device)
+        loss = F.cross_entropy(model(batch_features(idx, aug_gen)), labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return float(loss.item())
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, chunk: int) -> float:
+    """Top-1 accuracy in percent, model in eval mode."""
+    model.eval()
+    predictions = map_chunks(lambda f: model(f).argmax(1), features, chunk)
+    return (predictions == labels).float().mean().item() * 100.0

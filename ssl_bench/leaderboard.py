@@ -1,0 +1,117 @@
+"""The CSV leaderboard: one row per (run, protocol, K), and the summary printed from it.
+
+Rows are appended under a file lock by rewriting the file to a temporary name and renaming
+it, so concurrent writers never interleave and a kill never leaves a torn file. A row with
+the same (run_id, protocol, labels_per_class) as an existing one replaces it, so writing a
+run's results twice cannot duplicate them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock
+
+from ssl_bench.runlog import atomic_write_bytes
+
+COLUMNS = [
+    "run_id", "task", "dataset", "backbone", "protocol", "labels_per_class", "seed",
+    "test_acc", "pretext_metric", "pretext_metric_name", "pretrain_seconds", "eval_seconds",
+    "eval_steps", "profile", "git_sha", "finished_at", "run_dir",
+]
+KEY = ["run_id", "protocol", "labels_per_class"]
+GROUP = ["dataset", "backbone", "protocol", "labels_per_class", "task"]
+
+
+def read(path: Path) -> pd.DataFrame:
+    """The leaderboard as a DataFrame (empty, with the columns, if there is none yet)."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_csv(path)
+
+
+def append_rows(path: Path, rows: Iterable[dict]) -> pd.DataFrame:
+    """Add `rows` (replacing rows with the same key) and return the whole leaderboard."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = pd.DataFrame(list(rows))
+    missing = [c for c in KEY if c not in new.columns]
+    if missing:
+        raise ValueError(f"leaderboard rows lack key columns {missing}")
+    with FileLock(str(path) + ".lock"):
+        old = read(path)
+        frames = [f for f in (old, new) if not f.empty]
+        table = pd.concat(frames, ignore_index=True) if frames else new
+        table = table.drop_duplicates(subset=KEY, keep="last")
+        columns = COLUMNS + [c for c in table.columns if c not in COLUMNS]
+        table = table.reindex(columns=columns)
+        buf = io.StringIO()
+        table.to_csv(buf, index=False)
+        atomic_write_bytes(path, buf.getvalue().encode())
+    return table
+
+
+def _ci95(std: float, n: int) -> float:
+    """Half-width of the 95% confidence interval of a mean of n seeds (Student t)."""
+    if n < 2 or math.isnan(std):
+        return math.nan
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1) * std / math.sqrt(n))
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std, 95% CI and seed count of test accuracy per (data, backbone, protocol, K, task).
+
+    `best` marks the highest mean within each (data, backbone, protocol, K).
+    """
+    if table.empty:
+        return pd.DataFrame(columns=GROUP + ["mean", "std", "ci95", "n", "best"])
+    stats = (table.groupby(GROUP, dropna=False)["test_acc"]
+             .agg(mean="mean", std="std", n="count").reset_index())
+    stats["ci95"] = [_ci95(s, n) for s, n in zip(stats["std"], stats["n"])]
+    best = stats.groupby(GROUP[:-1], dropna=False)["mean"].transform("max")
+    stats["best"] = stats["mean"] == best
+    return stats
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    """A text table per (data set, backbone, protocol): tasks × K, `mean ± std (n)`, * = best."""
+    stats = summarize(table)
+    if stats.empty:
+        return "the leaderboard is empty: run `ssl-bench` (or `make smoke`) first"
+    blocks = []
+    for (dataset, backbone, protocol), part in stats.groupby(GROUP[:3], dropna=False):
+        cells = part.assign(cell=[
+            f"{m:.2f} ± {0.0 if math.isnan(s) else s:.2f} ({n}){' *' if b else ''}"
+            for m, s, n, b in zip(part["mean"], part["std"], part["n"], part["best"])])
+        grid = cells.pivot(index="task", columns="labels_per_class", values="cell").fillna("-")
+        grid.columns = [f"K={k}" for k in grid.columns]
+        blocks.append(f"{dataset} / {backbone} / {protocol} — test accuracy % "
+                      f"(mean ± std over seeds (n), * best per K)\n{grid.to_string()}")
+    return "\n\n".join(blocks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ssl-bench-leaderboard",
+                                     description="Print the leaderboard summary.")
+    parser.add_argument("--path", default="runs/leaderboard.csv", help="leaderboard CSV")
+    args = parser.parse_args(argv)
+    path = Path(args.path)
+    if not path.exists():
+        print(f"no leaderboard at {path}: run `ssl-bench` or `make smoke` first, or pass --path",
+              file=sys.stderr)
+        return 2
+    print(format_summary(read(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

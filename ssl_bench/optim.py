@@ -1,0 +1,44 @@
+"""Optimiser and learning-rate schedule shared by pretraining and the evaluator.
+
+Schedules are stepped once per optimiser step (not per epoch), so a run's schedule
+depends only on its step count, whatever the batch or data-set size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.9,
+                   nesterov: bool = True, weight_decay: float = 5e-4) -> torch.optim.SGD:
+    """SGD with (Nesterov) momentum, RotNet's optimiser."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
+                           weight_decay=weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, name: str, total_steps: int,
+                  milestones: Sequence[float] = (), gamma: float = 0.2,
+                  warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LR multiplier: linear warm-up, then `cosine` to 0, `step` or `constant`.
+
+    `milestones` for `step` are fractions of training (e.g. [0.3, 0.6, 0.8] is RotNet's
+    60/120/160 of 200 epochs), so the same config scales to any length.
+    """
+    if name not in ("cosine", "step", "constant"):
+        raise ValueError(f"schedule must be cosine, step or constant, got {name!r}")
+    total_steps = max(int(total_steps), 1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        if name == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        if name == "step":
+            return gamma ** sum(step >= m * total_steps for m in milestones)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
