@@ -14,12 +14,11 @@ import uuid
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.data import load_data
-from ssl_bench.errors import UserError
+from ssl_bench.errors import UserError, instantiate
 from ssl_bench.evaluate import evaluate
 from ssl_bench.leaderboard import append_rows
 from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, git_sha, now_iso
@@ -81,7 +80,8 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     pretext = None
     if cfg.task.pretrain:
         task: PretextTask = instantiate(cfg.task.module, feature_dim=backbone.out_channels(),
-                                        image_shape=tuple(data.train.images.shape[1:])).to(device)
+                                        image_shape=tuple(data.train.images.shape[1:]))
+        task = task.bind_data(data.mean, data.std).to(device)
         pretext = pretrain(backbone, task, data, cfg.train, run_dir, device, seed,
                            cfg.channels_last, cfg.progress)
     pretrain_seconds = pretext.seconds if pretext else 0.0

@@ -72,8 +72,8 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
     for epoch in range(1, cfg.epochs + 1):
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
-        metric_sum = 0.0
-        for _ in range(per_epoch):
+        metric_sums: dict[str, float] = {}
+        for i in range(per_epoch):
             idx = next(batches).to(device)
             x = augment(to_float(images[idx], mean, std), cfg.augment.crop_padding,
                         cfg.augment.flip, aug_gen)
@@ -90,56 +90,66 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
             schedule.step()
             step += 1
             loss_sum += loss.detach()
-            metric_sum += task.metric(outputs.detach(), targets)
+            for name, value in task.metrics(outputs.detach(), targets).items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + value
             bar.update(1)
             if step % 10 == 0 or step == total:
                 bar.set_postfix(loss=f"{loss.item():.3f}",
-                                **{task.metric_name: f"{metric_sum / (step - (epoch - 1) * per_epoch):.2f}"})
+                                **{task.metric_name: f"{metric_sums[task.metric_name] / (i + 1):.3f}"})
         loss_value = loss_sum.item() / per_epoch
-        metric_value = metric_sum / per_epoch
-        record = {"epoch": epoch, "step": step, "loss": loss_value,
-                  f"train_{task.metric_name}": metric_value,
-                  "lr": optimizer.param_groups[0]["lr"],
-                  "epoch_seconds": time.perf_counter() - epoch_start,
-                  "images_per_second": per_epoch * cfg.batch_size
-                  / (time.perf_counter() - epoch_start)}
-        append_jsonl(run_dir / "metrics.jsonl", record)
+        train_metrics = {f"train_{k}": v / per_epoch for k, v in metric_sums.items()}
+        metric_value = train_metrics[f"train_{task.metric_name}"]
+        seconds = time.perf_counter() - epoch_start
+        append_jsonl(run_dir / "metrics.jsonl", {
+            "epoch": epoch, "step": step, "loss": loss_value, **train_metrics,
+            "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+            "images_per_second": per_epoch * cfg.batch_size / seconds})
         atomic_torch_save(run_dir / "checkpoint.pt", {
             "backbone": backbone.state_dict(), "task": task.state_dict(),
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "epoch": epoch, "step": step})
-        log.info("epoch %d/%d loss %.4f %s %.2f", epoch, cfg.epochs, loss_value,
+        log.info("epoch %d/%d loss %.4f %s %.3f", epoch, cfg.epochs, loss_value,
                  task.metric_name, metric_value)
     bar.close()
     seconds = time.perf_counter() - start
-    held_out = pretext_metric(backbone, task, data, cfg.pretext_eval_images, device, seed,
-                              memory_format)
-    append_jsonl(run_dir / "metrics.jsonl", {"held_out": True, f"test_{task.metric_name}": held_out})
-    result = PretrainResult(cfg.epochs, step, seconds, loss_value, metric_value, held_out,
-                            task.metric_name)
+    held_out = pretext_metrics(backbone, task, data, cfg.pretext_eval_images, device, seed,
+                               memory_format)
+    append_jsonl(run_dir / "metrics.jsonl",
+                 {"held_out": True, **{f"test_{k}": v for k, v in held_out.items()}})
+    sample = to_float(heldout_images(data, 8).to(device), mean, std)
+    task.on_pretrain_end(backbone, sample, run_dir)
+    result = PretrainResult(cfg.epochs, step, seconds, loss_value, metric_value,
+                            held_out[task.metric_name], task.metric_name)
     log.info("pretraining done: %s", asdict(result))
     return result
 
 
+def heldout_images(data: DataSplits, n: int) -> torch.Tensor:
+    """`n` random test images (uint8), the same ones for every run whatever its seed.
+
+    Random rather than the first n, because image folders list the test set class by class.
+    """
+    pick = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(0))[:n]
+    return data.test.images[pick]
+
+
 @torch.no_grad()
-def pretext_metric(backbone: ConvBackbone, task: PretextTask, data: DataSplits, max_images: int,
-                   device: torch.device, seed: int,
-                   memory_format: torch.memory_format = torch.contiguous_format,
-                   chunk: int = 256) -> float:
-    """The task's metric on up to `max_images` test images (labels unused), eval mode."""
+def pretext_metrics(backbone: ConvBackbone, task: PretextTask, data: DataSplits, max_images: int,
+                    device: torch.device, seed: int,
+                    memory_format: torch.memory_format = torch.contiguous_format,
+                    chunk: int = 256) -> dict[str, float]:
+    """The task's metrics on up to `max_images` test images (labels unused), eval mode."""
     backbone.eval()
     task.eval()
     gen = torch.Generator(device=device).manual_seed(seed + 2)
-    # the same random (class-mixed) test images for every run, whatever its seed
-    pick = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(0))[:max_images]
-    images = data.test.images[pick].to(device)
-    total, count = 0.0, 0
+    images = heldout_images(data, max_images).to(device)
+    sums: dict[str, float] = {}
     for i in range(0, len(images), chunk):
         x = to_float(images[i:i + chunk], data.mean, data.std)
         inputs, targets = task.make_batch(x, gen)
         outputs = task(backbone, inputs.contiguous(memory_format=memory_format))
-        total += task.metric(outputs, targets) * len(x)
-        count += len(x)
+        for name, value in task.metrics(outputs, targets).items():
+            sums[name] = sums.get(name, 0.0) + value * len(x)
     backbone.train()
     task.train()
-    return total / max(count, 1)
+    return {k: v / max(len(images), 1) for k, v in sums.items()}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.data.imageset import DataSplits, ImageSet
 from ssl_bench.data.subsets import balanced_subset
+from ssl_bench.errors import instantiate
 
 __all__ = ["DataSplits", "ImageSet", "balanced_subset", "load_data"]
 

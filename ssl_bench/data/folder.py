@@ -31,7 +31,10 @@ def is_image_folder_root(root: Path) -> bool:
                for split in ("train", "test"))
 
 
-def list_split(split_dir: Path, classes: list[str] | None) -> tuple[list[str], list[tuple[str, int, int, int]]]:
+Entry = tuple[str, int, int, int]  # relative path, size, mtime_ns, label
+
+
+def list_split(split_dir: Path, classes: list[str] | None) -> tuple[list[str], list[Entry]]:
     """Class names and (relative path, size, mtime_ns, label) of every image file in a split."""
     found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
     if classes is None:
@@ -64,7 +67,7 @@ def _decode(path: Path, image_size: int | None) -> torch.Tensor:
         raise DataError(f"cannot decode image {path}: {exc}; delete or replace the file") from exc
 
 
-def decode_split(split_dir: Path, entries: list[tuple[str, int, int, int]],
+def decode_split(split_dir: Path, entries: list[Entry],
                  image_size: int | None, workers: int = 4) -> torch.Tensor:
     """Decode every listed file into one uint8 tensor N×3×H×W (PIL releases the GIL)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:

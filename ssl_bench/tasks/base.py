@@ -2,7 +2,7 @@
 
 A task turns a batch of unlabeled (already augmented, normalised) images into network
 inputs and pseudo-labels with batched tensor operations, and owns everything specific to
-it: its head, its loss and its pretext metric. The backbone is passed in, never owned, so
+it: its head, its loss and its pretext metrics. The backbone is passed in, never owned, so
 one backbone can serve several tasks and the evaluator sees only the backbone.
 
 Adding a task = one file here with a subclass + one `conf/task/<name>.yaml` whose
@@ -12,6 +12,7 @@ Adding a task = one file here with a subclass + one `conf/task/<name>.yaml` whos
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,17 +20,30 @@ from torch import nn
 
 from ssl_bench.backbone import ConvBackbone
 
+# One panel of a picture of a task's batch: an image (C×H×W, normalised) and its caption.
+Panel = tuple[torch.Tensor, str]
+
 
 class PretextTask(nn.Module, ABC):
     """Base class: classification-style pretext tasks get loss and accuracy for free."""
 
-    metric_name = "accuracy"  # what `metric` returns, logged and put in the leaderboard
+    metric_name = "accuracy"  # the primary metric: logged, and the leaderboard's pretext_metric
     higher_is_better = True
 
     def __init__(self, feature_dim: int, image_shape: tuple[int, int, int]):
         super().__init__()
         self.feature_dim = feature_dim
         self.image_shape = tuple(image_shape)
+        channels = image_shape[0]
+        # the data set's pixel statistics, for tasks that measure errors in pixel units
+        self.register_buffer("pixel_mean", torch.zeros(channels), persistent=False)
+        self.register_buffer("pixel_std", torch.ones(channels), persistent=False)
+
+    def bind_data(self, mean: torch.Tensor, std: torch.Tensor) -> PretextTask:
+        """Tell the task the data set's per-channel mean and std (in [0, 1] units)."""
+        self.pixel_mean.copy_(mean)
+        self.pixel_std.copy_(std)
+        return self
 
     @abstractmethod
     def make_batch(self, images: torch.Tensor,
@@ -44,6 +58,21 @@ class PretextTask(nn.Module, ABC):
         return F.cross_entropy(outputs, targets)
 
     @torch.no_grad()
-    def metric(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
-        """Pretext accuracy in percent."""
-        return (outputs.argmax(1) == targets).float().mean().item() * 100.0
+    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Pretext metrics of a batch; `metric_name` is the primary one (accuracy, percent)."""
+        return {"accuracy": (outputs.argmax(1) == targets).float().mean().item() * 100.0}
+
+    def examples(self, images: torch.Tensor, generator: torch.Generator) -> list[list[Panel]]:
+        """Rows of panels showing what the network sees for a few images (`ssl-bench-show`).
+
+        The default shows each model input with its target; tasks with structured inputs
+        (tiles, patch pairs, masks) override it.
+        """
+        inputs, targets = self.make_batch(images, generator)
+        n = len(images)
+        per_image = len(inputs) // n
+        return [[(inputs[j * n + i], f"target {int(targets[j * n + i])}") for j in range(per_image)]
+                for i in range(n)]
+
+    def on_pretrain_end(self, backbone: ConvBackbone, images: torch.Tensor, run_dir: Path) -> None:
+        """Write task artefacts into the run folder (e.g. a permutation set, sample pictures)."""

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ssl_bench.backbone import ConvBackbone
-from ssl_bench.tasks.base import PretextTask
+from ssl_bench.tasks.base import Panel, PretextTask
 
 
 class RotationTask(PretextTask):
@@ -41,3 +41,9 @@ class RotationTask(PretextTask):
 
     def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(backbone(inputs))
+
+    def examples(self, images: torch.Tensor, generator: torch.Generator) -> list[list[Panel]]:
+        inputs, targets = self.make_batch(images, generator)
+        n = len(images)
+        return [[(inputs[r * n + i], f"{self.angles[int(targets[r * n + i])]}°")
+                 for r in range(len(self.angles))] for i in range(n)]

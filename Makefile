@@ -1,0 +1,54 @@
+# ssl_bench: every target sets up its own environment (.venv) when it is missing.
+PYTHON    ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+DATA_ROOT ?= ../shared/data/cifar10-jpeg
+PROFILE   ?= cpu
+SEEDS     ?= 0,1,2
+TASKS     ?= rotation,jigsaw,relative_position,inpainting,random
+ARGS      ?=
+
+.PHONY: setup test test-real smoke show benchmark leaderboard lint clean
+
+setup: $(VENV)/.installed
+
+# torch/torchvision: the builds that exist for this Python and CPU architecture are pinned
+# here (the x86_64 pair is the one available offline on the project machines).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	case "$$(uname -m)" in \
+	  x86_64)  $(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1 ;; \
+	  aarch64) $(BIN)/pip install --quiet torch==2.9.1 torchvision==0.24.1 ;; \
+	  *)       $(BIN)/pip install --quiet torch torchvision ;; \
+	esac
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+test: setup                      ## fast tier: synthetic data, CPU, a few minutes
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-real: setup                 ## real-data tier: needs CIFAR-10 at DATA_ROOT
+	SSL_BENCH_CIFAR10=$(DATA_ROOT) $(BIN)/python -m pytest -q -m real_data $(ARGS)
+
+SMOKE_TASKS ?= rotation,jigsaw,relative_position,inpainting,random
+
+smoke: setup                     ## every task through the whole pipeline on synthetic data, in seconds
+	$(BIN)/ssl-bench -m profile=smoke data=synthetic task=$(SMOKE_TASKS) paths.runs_dir=runs/smoke progress=false $(ARGS)
+
+benchmark: setup                 ## TASKS x SEEDS on real CIFAR-10 with PROFILE, then the summary
+	$(BIN)/ssl-bench -m task=$(TASKS) seed=$(SEEDS) profile=$(PROFILE) data=cifar10 data.root=$(DATA_ROOT) $(ARGS)
+	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
+
+show: setup                      ## PNGs of what each pretext task asks: runs/show/<task>.png
+	for t in rotation jigsaw relative_position inpainting; do \
+	  $(BIN)/ssl-bench-show task=$$t data=cifar10 data.root=$(DATA_ROOT) $(ARGS) || exit 1; done
+
+leaderboard: setup               ## print the summary of runs/leaderboard.csv
+	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
+
+lint: setup
+	$(BIN)/ruff check ssl_bench tests
+
+clean:                           ## remove caches (not runs/)
+	rm -rf .cache .pytest_cache .ruff_cache

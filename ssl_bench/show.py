@@ -1,0 +1,99 @@
+"""`ssl-bench-show task=<name>`: a picture of what a task asks of the network.
+
+The task's `examples` gives rows of (image, caption) panels — the rotated copies with their
+angle, the shuffled tiles with the permutation, the patch pairs with their offset, the
+masked images — and they are drawn into one PNG. Any task gets a picture through the task
+interface, with no code here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from ssl_bench.data import load_data
+from ssl_bench.errors import UserError, instantiate
+
+log = logging.getLogger(__name__)
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def to_displayable(image: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """C×H×W normalised -> H×W×C in [0, 1]; inputs normalised per patch are min-max scaled."""
+    x = image.detach().float().cpu() * std.view(-1, 1, 1) + mean.view(-1, 1, 1)
+    if x.min() < -0.05 or x.max() > 1.05:  # not in pixel units (per-patch normalisation)
+        x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
+    return x.clamp(0, 1).permute(1, 2, 0)
+
+
+def render_panels(rows: list[list[tuple[torch.Tensor, str]]], path: Path, mean: torch.Tensor,
+                  std: torch.Tensor, title: str = "") -> Path:
+    """Draw rows of (image, caption) panels into a PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.5 * ncols, 1.7 * len(rows)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, row in enumerate(rows):
+        for c, (image, caption) in enumerate(row):
+            axes[r][c].imshow(to_displayable(image, mean.cpu(), std.cpu()).numpy(),
+                              interpolation="nearest")
+            axes[r][c].set_title(caption, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def show(cfg: DictConfig) -> Path:
+    """Render `cfg.show.num_images` examples of the configured task's batch."""
+    if not cfg.task.pretrain:
+        raise UserError(f"task={cfg.task.name} has no pretext batches to show; pick a pretext task")
+    data = load_data(cfg.data)
+    backbone_dim = instantiate(cfg.backbone).out_channels()
+    task = instantiate(cfg.task.module, feature_dim=backbone_dim,
+                       image_shape=tuple(data.train.images.shape[1:]))
+    task.bind_data(data.mean, data.std)
+    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
+    from ssl_bench.data.augment import to_float
+
+    images = to_float(data.train.images[pick[:cfg.show.num_images]], data.mean, data.std)
+    rows = task.examples(images, torch.Generator().manual_seed(cfg.seed))
+    path = Path(cfg.show.path or Path(cfg.paths.runs_dir) / "show" / f"{cfg.task.name}.png")
+    render_panels(rows, path, data.mean, data.std,
+                  title=f"{cfg.task.name} on {cfg.data.name}: what the network sees")
+    return path
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def _app(cfg: DictConfig) -> None:
+    try:
+        path = show(cfg)
+    except UserError as exc:
+        print(f"ssl-bench-show: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    # a picture needs no run folder of its own
+    sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none",
+                 "hydra/hydra_logging=none"]
+    _app()
+
+
+if __name__ == "__main__":
+    main()

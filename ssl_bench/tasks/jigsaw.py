@@ -1,0 +1,149 @@
+"""Jigsaw puzzles (Noroozi & Favaro 2016).
+
+Each image is cut into a grid of tiles, each tile taken at a random offset ("jitter")
+inside its cell so edges do not line up; the tiles are shuffled by one permutation of a
+fixed set, a siamese trunk (the backbone, shared across tiles) embeds each tile, and an MLP
+on the concatenated embeddings predicts which permutation was used.
+
+Tile sizes on 32-px images: a 3×3 grid has 10-px cells; with 2 px of jitter the tiles are
+8 px. The backbone pools twice, so an 8-px tile would reach conv3 as a 2×2 map; tiles are
+therefore upsampled to `input_size` (16 px by default: conv3 sees 4×4), the smallest size
+at which every stage still has spatial extent. A 2×2 grid (16-px cells, 14-px tiles) is the
+option that keeps more native pixels per tile.
+
+The permutation set (P members) is chosen greedily for maximal minimum Hamming distance,
+as in the paper, from a seeded start; it is a buffer (so it is in every checkpoint) and is
+written to the run folder as `permutations.json`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssl_bench.backbone import ConvBackbone
+from ssl_bench.tasks.base import Panel, PretextTask
+from ssl_bench.tasks.patches import SiameseHead, cut_patches, normalize_each, resize_patches
+
+
+@functools.lru_cache(maxsize=8)
+def hamming_permutations(num_tiles: int, count: int, seed: int) -> tuple[torch.Tensor, int]:
+    """`count` permutations of range(num_tiles), greedily maximising the minimum pairwise
+    Hamming distance; returns them (count×num_tiles) and that minimum distance.
+
+    Each step adds the permutation whose distance to the nearest already chosen one is
+    largest (ties broken by the seeded generator), so the returned distance is exactly the
+    set's minimum pairwise distance.
+    """
+    every = torch.from_numpy(np.array(list(itertools.permutations(range(num_tiles)))))
+    if not 2 <= count <= len(every):
+        raise ValueError(f"a {num_tiles}-tile puzzle has {len(every)} permutations; "
+                         f"task.module.num_permutations must be in 2..{len(every)}, got {count}")
+    # position-major layout: the distance to one permutation is a sum over 9 long rows
+    columns = every.T.contiguous().to(torch.uint8)
+
+    def distance_to(index: int) -> torch.Tensor:
+        return (columns != columns[:, index, None]).sum(0, dtype=torch.int16)
+
+    gen = torch.Generator().manual_seed(seed)
+    chosen = [int(torch.randint(len(every), (1,), generator=gen))]
+    nearest = distance_to(chosen[0])  # distance of each candidate to the chosen set
+    bound = num_tiles
+    for _ in range(count - 1):
+        best = int(nearest.max())
+        ties = torch.nonzero(nearest == best).squeeze(1)
+        pick = int(ties[torch.randint(len(ties), (1,), generator=gen)])
+        chosen.append(pick)
+        bound = min(bound, best)
+        nearest = torch.minimum(nearest, distance_to(pick))
+    return every[chosen].clone(), bound
+
+
+def min_pairwise_hamming(perms: torch.Tensor) -> int:
+    """The smallest Hamming distance between two different rows (for checks)."""
+    d = (perms[:, None, :] != perms[None, :, :]).sum(-1)
+    d.fill_diagonal_(perms.shape[1] + 1)
+    return int(d.min())
+
+
+class JigsawTask(PretextTask):
+    """Predict which of `num_permutations` permutations shuffled the grid of tiles."""
+
+    def __init__(self, feature_dim: int, image_shape: tuple[int, int, int], grid: int = 3,
+                 num_permutations: int = 100, jitter: int = 2, input_size: int = 16,
+                 normalize_tiles: bool = True, embed_dim: int = 128, hidden_dim: int = 512,
+                 permutation_seed: int = 0):
+        super().__init__(feature_dim, image_shape)
+        size = min(image_shape[1:])
+        self.grid, self.jitter, self.input_size = grid, jitter, input_size
+        self.cell = size // grid
+        self.tile = self.cell - jitter
+        if grid < 2 or self.tile < 4:
+            raise ValueError(f"{size}-px images give {self.cell}-px cells in a {grid}x{grid} grid: "
+                             f"too small for {jitter} px of jitter; lower task.module.grid or "
+                             "task.module.jitter, or raise data.image_size")
+        perms, distance = hamming_permutations(grid * grid, num_permutations, permutation_seed)
+        self.register_buffer("permutations", perms.clone())
+        self.min_hamming_distance = distance
+        self.normalize_tiles = normalize_tiles
+        self.head = SiameseHead(feature_dim, grid * grid, num_permutations, embed_dim, hidden_dim)
+
+    @property
+    def num_tiles(self) -> int:
+        return self.grid * self.grid
+
+    def cut_tiles(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Tiles in grid order (row-major), each jittered inside its cell: N×T×C×t×t."""
+        n, dev = images.shape[0], images.device
+        cells = torch.arange(self.num_tiles, device=dev)
+        top = (cells // self.grid) * self.cell + torch.randint(
+            0, self.jitter + 1, (n, self.num_tiles), generator=generator, device=dev)
+        left = (cells % self.grid) * self.cell + torch.randint(
+            0, self.jitter + 1, (n, self.num_tiles), generator=generator, device=dev)
+        return cut_patches(images, top, left, self.tile)
+
+    def make_batch(self, images: torch.Tensor,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """N images -> (N·T tiles, shuffled, image i's at rows i·T..i·T+T-1; N permutation ids).
+
+        Shuffled position j of image i holds its grid tile `permutations[target_i][j]`.
+        """
+        tiles = self.cut_tiles(images, generator)
+        n = tiles.shape[0]
+        targets = torch.randint(0, len(self.permutations), (n,), generator=generator,
+                                device=images.device)
+        order = self.permutations[targets]  # N×T
+        shuffled = tiles.gather(1, order[:, :, None, None, None].expand_as(tiles))
+        shuffled = resize_patches(shuffled, self.input_size)
+        if self.normalize_tiles:
+            shuffled = normalize_each(shuffled)
+        return shuffled.flatten(0, 1), targets
+
+    def unshuffle(self, shuffled: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Inverse of the shuffle: N×T×... tiles back in grid order."""
+        order = self.permutations[targets]
+        index = order.view(*order.shape, *([1] * (shuffled.ndim - 2))).expand_as(shuffled)
+        return torch.empty_like(shuffled).scatter_(1, index, shuffled)
+
+    def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(backbone(inputs))  # one trunk for every tile
+
+    def examples(self, images: torch.Tensor, generator: torch.Generator) -> list[list[Panel]]:
+        inputs, targets = self.make_batch(images, generator)
+        tiles = inputs.view(len(images), self.num_tiles, *inputs.shape[1:])
+        rows = []
+        for i in range(len(images)):
+            order = self.permutations[targets[i]].tolist()
+            rows.append([(images[i], f"perm #{int(targets[i])}")]
+                        + [(tiles[i, j], f"tile {order[j]}") for j in range(self.num_tiles)])
+        return rows
+
+    def on_pretrain_end(self, backbone: ConvBackbone, images: torch.Tensor, run_dir: Path) -> None:
+        (run_dir / "permutations.json").write_text(json.dumps({
+            "grid": self.grid, "min_hamming_distance": self.min_hamming_distance,
+            "permutations": self.permutations.tolist()}) + "\n")

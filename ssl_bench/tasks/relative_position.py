@@ -1,0 +1,94 @@
+"""Relative patch position / context prediction (Doersch, Gupta & Efros 2015).
+
+A centre patch and one of its 8 neighbours are cut from a 3×3 grid; a siamese trunk embeds
+both and the concatenation is classified 8-way (which neighbour is it?). Shortcuts are
+blocked as in the paper: a gap between patches and a random jitter of each patch (no
+continuous edges or textures across the boundary), optional colour dropping (one channel
+kept, the others replaced by faint noise, against chromatic aberration) and optional
+per-patch normalisation.
+
+Sizes on 32-px images (defaults): 8-px patches on a 3×3 grid with a 3-px gap and a jitter
+of 0..2 px per patch, so 3·8 + 2·3 + 2 = 32 px are used and two neighbouring patches are
+1 to 5 px apart. Patches are upsampled to `input_size` (16 px) before the backbone, for the
+same reason as the jigsaw tiles: two pools would leave an 8-px patch a 2×2 map at conv3.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ssl_bench.backbone import ConvBackbone
+from ssl_bench.tasks.base import Panel, PretextTask
+from ssl_bench.tasks.patches import SiameseHead, cut_patches, normalize_each, resize_patches
+
+# (row, column) offset of neighbour k from the centre, k = 0..7, row-major around it
+OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+ARROWS = ("↖", "↑", "↗", "←", "→", "↙", "↓", "↘")
+
+
+class RelativePositionTask(PretextTask):
+    """Classify which of the 8 neighbours of the centre patch the second patch is."""
+
+    def __init__(self, feature_dim: int, image_shape: tuple[int, int, int], patch: int = 8,
+                 gap: int = 3, jitter: int = 2, input_size: int = 16,
+                 color_dropping: bool = True, noise_scale: float = 0.01,
+                 normalize_patches: bool = True, embed_dim: int = 128, hidden_dim: int = 512):
+        super().__init__(feature_dim, image_shape)
+        size = min(image_shape[1:])
+        used = 3 * patch + 2 * gap + jitter
+        if used > size or patch < 4:
+            raise ValueError(f"3 patches of {patch} px with {gap}-px gaps and {jitter} px of jitter "
+                             f"need {used} px, but images are {size} px; lower task.module.patch, "
+                             "gap or jitter, or raise data.image_size")
+        self.patch, self.gap, self.jitter, self.input_size = patch, gap, jitter, input_size
+        self.margin = (size - used) // 2  # centres the 3×3 layout in the image
+        self.color_dropping, self.noise_scale = color_dropping, noise_scale
+        self.normalize_patches = normalize_patches
+        self.register_buffer("offsets", torch.tensor(OFFSETS), persistent=False)
+        self.head = SiameseHead(feature_dim, 2, len(OFFSETS), embed_dim, hidden_dim)
+
+    def sample_geometry(self, n: int, generator: torch.Generator,
+                        device: torch.device) -> dict[str, torch.Tensor]:
+        """Targets and the top-left corners (N×2: centre, neighbour) of each pair of patches."""
+        targets = torch.randint(0, 8, (n,), generator=generator, device=device)
+        cell_row = torch.stack([torch.ones_like(targets), 1 + self.offsets[targets, 0]], 1)
+        cell_col = torch.stack([torch.ones_like(targets), 1 + self.offsets[targets, 1]], 1)
+        stride = self.patch + self.gap
+        top = self.margin + cell_row * stride + torch.randint(
+            0, self.jitter + 1, (n, 2), generator=generator, device=device)
+        left = self.margin + cell_col * stride + torch.randint(
+            0, self.jitter + 1, (n, 2), generator=generator, device=device)
+        return {"targets": targets, "top": top, "left": left}
+
+    def drop_colors(self, patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Keep one random channel per patch; the others become noise of 1/100 its std."""
+        n, p, c = patches.shape[:3]
+        keep = torch.randint(0, c, (n, p), generator=generator, device=patches.device)
+        kept_mask = torch.nn.functional.one_hot(keep, c).bool()[..., None, None]  # N×P×C×1×1
+        kept = (patches * kept_mask).sum(2, keepdim=True)
+        noise = torch.randn(patches.shape, generator=generator, device=patches.device)
+        noise = noise * kept.std(dim=(-2, -1), keepdim=True) * self.noise_scale
+        return torch.where(kept_mask, patches, noise)
+
+    def make_batch(self, images: torch.Tensor,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """N images -> (2N patches: centre of image i at 2i, its neighbour at 2i+1; N labels)."""
+        geometry = self.sample_geometry(len(images), generator, images.device)
+        patches = cut_patches(images, geometry["top"], geometry["left"], self.patch)
+        if self.color_dropping:
+            patches = self.drop_colors(patches, generator)
+        if self.normalize_patches:
+            patches = normalize_each(patches)
+        return resize_patches(patches, self.input_size).flatten(0, 1), geometry["targets"]
+
+    def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(backbone(inputs))
+
+    def examples(self, images: torch.Tensor, generator: torch.Generator) -> list[list[Panel]]:
+        inputs, targets = self.make_batch(images, generator)
+        pairs = inputs.view(len(images), 2, *inputs.shape[1:])
+        rows = []
+        for i, t in enumerate(targets.tolist()):
+            rows.append([(images[i], "image"), (pairs[i, 0], "centre"),
+                         (pairs[i, 1], f"{ARROWS[t]} {OFFSETS[t]} (class {t})")])
+        return rows
