@@ -54,6 +54,8 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
     seed = int(cfg.seed)
+    # everything not drawn from an explicit generator (e.g. head initialisation) follows the seed
+    torch.manual_seed(seed)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.task.name}-s{seed}-{uuid.uuid4().hex[:6]}"
     sha = git_sha()
     meta = {"run_id": run_id, "git_sha": sha, "seed": seed, "device": str(device),

@@ -107,3 +107,11 @@ def test_cli_bad_data_root_is_one_clear_line(tmp_path):
                f"paths.runs_dir={tmp_path / 'runs'}", cwd=PROJECT_ROOT)
     assert res.returncode == 2
     assert "no cifar10 data set found" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_same_seed_and_config_give_identical_results(make_cfg, tmp_path):
+    cfg = make_cfg("profile=smoke", "data=synthetic", "task=inpainting", "seed=3")
+    first = run(cfg, tmp_path / "a")
+    second = run(cfg, tmp_path / "b")
+    assert [r["test_acc"] for r in first] == [r["test_acc"] for r in second]
+    assert first[0]["pretext_metric"] == second[0]["pretext_metric"]
