@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from ssl_bench.errors import UserError
 from ssl_bench.leaderboard import format_summary, read
 from ssl_bench.run import run
+from ssl_bench.runlog import git_sha
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("ssl_bench")
@@ -37,6 +38,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    git_sha()  # pin the commit of the code this process imported, before any job runs
     _app()
 
 

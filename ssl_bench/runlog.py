@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -15,8 +16,13 @@ import torch
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.lru_cache(maxsize=1)
 def git_sha() -> str:
-    """The project's commit, with `-dirty` when tracked files have uncommitted changes."""
+    """The project's commit, with `-dirty` when tracked files have uncommitted changes.
+
+    Read once per process, when the code has just been imported: in a sweep, later jobs
+    run the code loaded at the start even if the checkout moves on meanwhile.
+    """
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, check=True,
                              capture_output=True, text=True, timeout=10).stdout.strip()
