@@ -131,12 +131,60 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
         steps = num_steps(len(subset), cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps)
         final_loss = train_classifier(model, batch_features, labels, steps, cfg, seed + k, device,
                                       desc=f"eval K={k}", progress=progress)
-        acc = accuracy(model, test_features, data.test.labels.to(device), cfg.chunk_size)
+        acc = accuracy(model, test_features, data.test.labels.to(device), cfg.chunk_size, model)
         seconds = time.perf_counter() - k_start + shared_seconds / len(ks)
         log.info("K=%d: test accuracy %.2f%% after %d steps (%.1fs)", k, acc, steps, seconds)
         results.append({"labels_per_class": k, "test_acc": acc, "eval_steps": steps,
                         "eval_final_loss": final_loss, "eval_seconds": seconds})
     return results
+
+
+def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSplits,
+                     cfg: DictConfig, seed: int, device: torch.device, channels_last: bool = True,
+                     progress: bool = True) -> list[dict]:
+    """The supervised baseline: the whole network trained from scratch on each K subset.
+
+    Same labelled images as every other method with this seed, same augmentation (crop +
+    flip), and the same number of steps (`cfg.scratch_steps`) for every K — small K gets as
+    many optimiser steps as large K, as in RotNet's supervised baselines. The test set is
+    used only for the final accuracy.
+    """
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    mean, std = data.mean.to(device), data.std.to(device)
+    test_images = data.test.images.to(device)
+    results = []
+    for k in sorted(int(k) for k in cfg.labels_per_class):
+        k_start = time.perf_counter()
+        subset = balanced_subset(data.train.labels, k, seed)
+        images = data.train.images[subset].to(device)  # the only training images it can see
+        labels = data.train.labels[subset].to(device)
+        backbone = build_backbone(seed * 100_003 + k)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 100_003 + k)
+            model = nn.Sequential(backbone, nn.Linear(backbone.out_channels("conv3"), data.num_classes))
+        model = model.to(device, memory_format=memory_format)
+
+        def batch_inputs(idx: torch.Tensor, gen: torch.Generator, images=images) -> torch.Tensor:
+            x = augment(to_float(images[idx], mean, std), cfg.augment.crop_padding,
+                        cfg.augment.flip, gen)
+            return x.contiguous(memory_format=memory_format)
+
+        final_loss = train_classifier(model, batch_inputs, labels, cfg.scratch_steps, cfg,
+                                      seed + k, device, desc=f"supervised K={k}", progress=progress)
+        acc = accuracy(image_predictor(model, mean, std, memory_format), test_images,
+                       data.test.labels.to(device), cfg.chunk_size, model)
+        seconds = time.perf_counter() - k_start
+        log.info("supervised K=%d: test accuracy %.2f%% after %d steps (%.1fs)", k, acc,
+                 cfg.scratch_steps, seconds)
+        results.append({"labels_per_class": k, "test_acc": acc, "eval_steps": cfg.scratch_steps,
+                        "eval_final_loss": final_loss, "eval_seconds": seconds})
+    return results
+
+
+def image_predictor(model: nn.Module, mean: torch.Tensor, std: torch.Tensor,
+                    memory_format: torch.memory_format) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`model` applied to uint8 images (normalised on the way in)."""
+    return lambda images: model(to_float(images, mean, std).contiguous(memory_format=memory_format))
 
 
 def train_classifier(model: nn.Module,
@@ -162,8 +210,9 @@ def train_classifier(model: nn.Module,
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, chunk: int) -> float:
-    """Top-1 accuracy in percent, model in eval mode."""
+def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+             labels: torch.Tensor, chunk: int, model: nn.Module) -> float:
+    """Top-1 accuracy in percent of `predict` over `inputs` in chunks, `model` in eval mode."""
     model.eval()
-    predictions = map_chunks(lambda f: model(f).argmax(1), features, chunk)
+    predictions = map_chunks(lambda f: predict(f).argmax(1), inputs, chunk)
     return (predictions == labels).float().mean().item() * 100.0

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.data import load_data
 from ssl_bench.errors import UserError, instantiate
-from ssl_bench.evaluate import evaluate
+from ssl_bench.evaluate import evaluate, evaluate_scratch
 from ssl_bench.leaderboard import append_rows
 from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, git_sha, now_iso
 from ssl_bench.tasks.base import PretextTask
@@ -83,12 +83,18 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     if cfg.task.pretrain:
         task: PretextTask = instantiate(cfg.task.module, feature_dim=backbone.out_channels(),
                                         image_shape=tuple(data.train.images.shape[1:]))
-        task = task.bind_data(data.mean, data.std).to(device)
+        task = task.bind_data(data.mean, data.std, data.num_classes).to(device)
         pretext = pretrain(backbone, task, data, cfg.train, run_dir, device, seed,
                            cfg.channels_last, cfg.progress)
     pretrain_seconds = pretext.seconds if pretext else 0.0
 
-    results = evaluate(backbone, data, cfg.eval, seed, device, cfg.channels_last, cfg.progress)
+    if cfg.task.evaluation == "scratch":
+        results = evaluate_scratch(lambda s: build_backbone(cfg.backbone, s), data, cfg.eval, seed,
+                                   device, cfg.channels_last, cfg.progress)
+    elif cfg.task.evaluation == "frozen":
+        results = evaluate(backbone, data, cfg.eval, seed, device, cfg.channels_last, cfg.progress)
+    else:
+        raise UserError(f"task.evaluation must be 'frozen' or 'scratch', got {cfg.task.evaluation!r}")
     finished_at = now_iso()
     rows = [{
         "run_id": run_id, "task": cfg.task.name, "dataset": cfg.data.name,

@@ -66,7 +66,7 @@ def show(cfg: DictConfig) -> Path:
     backbone_dim = instantiate(cfg.backbone).out_channels()
     task = instantiate(cfg.task.module, feature_dim=backbone_dim,
                        image_shape=tuple(data.train.images.shape[1:]))
-    task.bind_data(data.mean, data.std)
+    task.bind_data(data.mean, data.std, data.num_classes)
     pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
     from ssl_bench.data.augment import to_float
 

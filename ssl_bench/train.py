@@ -2,7 +2,9 @@
 
 Data stays one uint8 tensor on the model's device; each step indexes a batch, normalises
 and augments it in bulk, and lets the task build its inputs and pseudo-labels. Labels of
-the training set are never read here.
+the training set are read only by tasks that declare `needs_labels` (the supervised upper
+bound). A task may split pretraining into phases (greedy layer-wise training); each phase
+gets `train.epochs` epochs, its own optimiser and schedule, and trains only its modules.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -24,7 +27,7 @@ from ssl_bench.data.imageset import DataSplits
 from ssl_bench.errors import NonFiniteLossError
 from ssl_bench.optim import make_optimizer, make_schedule
 from ssl_bench.runlog import append_jsonl, atomic_torch_save
-from ssl_bench.tasks.base import PretextTask
+from ssl_bench.tasks.base import Phase, PretextTask
 
 log = logging.getLogger(__name__)
 
@@ -45,92 +48,114 @@ def steps_per_epoch(num_images: int, batch_size: int, limit: int | None) -> int:
     return min(steps, limit) if limit else steps
 
 
+def to_memory_format(inputs: Any, memory_format: torch.memory_format) -> Any:
+    """Image batches (4-D tensors, also inside dicts of them) in the given memory format."""
+    if isinstance(inputs, dict):
+        return {k: to_memory_format(v, memory_format) for k, v in inputs.items()}
+    if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+        return inputs.contiguous(memory_format=memory_format)
+    return inputs
+
+
+def enter_phase(backbone: ConvBackbone, task: PretextTask, phase: Phase) -> list[torch.nn.Parameter]:
+    """Eval mode everywhere, then train mode for the phase's modules; returns their parameters."""
+    backbone.eval()
+    task.eval()
+    params: dict[int, torch.nn.Parameter] = {}
+    for module in phase.modules:
+        module.train()
+        params.update((id(p), p) for p in module.parameters())
+    task.set_phase(phase)
+    return list(params.values())
+
+
 def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: DictConfig,
              run_dir: Path, device: torch.device, seed: int, channels_last: bool = True,
              progress: bool = True) -> PretrainResult:
-    """Train `backbone` + `task`'s head on `data.unlabeled` as `cfg` (the `train` node) says."""
-    images = data.unlabeled.to(device)
+    """Train `backbone` + `task`'s modules as `cfg` (the `train` node) says."""
+    images = (data.train.images if task.needs_labels else data.unlabeled).to(device)
+    labels = data.train.labels.to(device) if task.needs_labels else None
     mean, std = data.mean.to(device), data.std.to(device)
-    params = list(backbone.parameters()) + list(task.parameters())
-    optimizer = make_optimizer(params, **cfg.optimizer)
     per_epoch = steps_per_epoch(len(images), cfg.batch_size, cfg.steps_per_epoch)
-    total = per_epoch * cfg.epochs
-    schedule = make_schedule(optimizer, total_steps=total,
-                             warmup_steps=round(cfg.schedule.warmup_epochs * per_epoch),
-                             **{k: v for k, v in cfg.schedule.items() if k != "warmup_epochs"})
+    phases = task.phases(backbone)
     order_gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
     batches = index_batches(len(images), cfg.batch_size, order_gen)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    backbone.train()
-    task.train()
     start = time.perf_counter()
-    step, loss_value, metric_value = 0, math.nan, math.nan
-    bar = tqdm(total=total, desc=f"pretrain {type(task).__name__}", disable=not progress,
-               dynamic_ncols=True, leave=False)
-    for epoch in range(1, cfg.epochs + 1):
-        epoch_start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        metric_sums: dict[str, float] = {}
-        for i in range(per_epoch):
-            idx = next(batches).to(device)
-            x = augment(to_float(images[idx], mean, std), cfg.augment.crop_padding,
-                        cfg.augment.flip, aug_gen)
-            inputs, targets = task.make_batch(x, aug_gen)
-            outputs = task(backbone, inputs.contiguous(memory_format=memory_format))
-            loss = task.loss(outputs, targets)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"pretraining loss became {loss.item()} at step {step + 1} (epoch {epoch}); "
-                    f"lower train.optimizer.lr (now {cfg.optimizer.lr}) and run again")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            loss_sum += loss.detach()
-            for name, value in task.metrics(outputs.detach(), targets).items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + value
-            bar.update(1)
-            if step % 10 == 0 or step == total:
-                bar.set_postfix(loss=f"{loss.item():.3f}",
-                                **{task.metric_name: f"{metric_sums[task.metric_name] / (i + 1):.3f}"})
-        loss_value = loss_sum.item() / per_epoch
-        train_metrics = {f"train_{k}": v / per_epoch for k, v in metric_sums.items()}
-        metric_value = train_metrics[f"train_{task.metric_name}"]
-        seconds = time.perf_counter() - epoch_start
-        append_jsonl(run_dir / "metrics.jsonl", {
-            "epoch": epoch, "step": step, "loss": loss_value, **train_metrics,
-            "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
-            "images_per_second": per_epoch * cfg.batch_size / seconds})
-        atomic_torch_save(run_dir / "checkpoint.pt", {
-            "backbone": backbone.state_dict(), "task": task.state_dict(),
-            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "epoch": epoch, "step": step})
-        log.info("epoch %d/%d loss %.4f %s %.3f", epoch, cfg.epochs, loss_value,
-                 task.metric_name, metric_value)
+    step, epoch, loss_value, metric_value = 0, 0, math.nan, math.nan
+    bar = tqdm(total=per_epoch * cfg.epochs * len(phases), disable=not progress,
+               desc=f"pretrain {type(task).__name__}", dynamic_ncols=True, leave=False)
+    for phase in phases:
+        params = enter_phase(backbone, task, phase)
+        optimizer = make_optimizer(params, **cfg.optimizer)
+        schedule = make_schedule(optimizer, total_steps=per_epoch * cfg.epochs,
+                                 warmup_steps=round(cfg.schedule.warmup_epochs * per_epoch),
+                                 **{k: v for k, v in cfg.schedule.items() if k != "warmup_epochs"})
+        for _ in range(cfg.epochs):
+            epoch += 1
+            epoch_start = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            metric_sums: dict[str, float] = {}
+            for i in range(per_epoch):
+                idx = next(batches).to(device)
+                x = augment(to_float(images[idx], mean, std), cfg.augment.crop_padding,
+                            cfg.augment.flip, aug_gen)
+                inputs, targets = task.make_batch(x, aug_gen, labels[idx] if labels is not None else None)
+                outputs = task(backbone, to_memory_format(inputs, memory_format))
+                loss = task.loss(outputs, targets)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"pretraining loss became {loss.item()} at step {step + 1} (epoch {epoch}); "
+                        f"lower train.optimizer.lr (now {cfg.optimizer.lr}) and run again")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                step += 1
+                loss_sum += loss.detach()
+                for name, value in task.metrics(outputs, targets).items():
+                    metric_sums[name] = metric_sums.get(name, 0.0) + value
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(phase=phase.name, loss=f"{loss.item():.3f}", **{
+                        task.metric_name: f"{metric_sums[task.metric_name] / (i + 1):.3f}"})
+            loss_value = loss_sum.item() / per_epoch
+            train_metrics = {f"train_{k}": v / per_epoch for k, v in metric_sums.items()}
+            metric_value = train_metrics[f"train_{task.metric_name}"]
+            seconds = time.perf_counter() - epoch_start
+            append_jsonl(run_dir / "metrics.jsonl", {
+                "epoch": epoch, "phase": phase.name, "step": step, "loss": loss_value,
+                **train_metrics, "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+                "images_per_second": per_epoch * cfg.batch_size / seconds})
+            atomic_torch_save(run_dir / "checkpoint.pt", {
+                "backbone": backbone.state_dict(), "task": task.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "phase": phase.name, "epoch": epoch, "step": step})
+            log.info("epoch %d (%s) loss %.4f %s %.3f", epoch, phase.name, loss_value,
+                     task.metric_name, metric_value)
     bar.close()
     seconds = time.perf_counter() - start
     held_out = pretext_metrics(backbone, task, data, cfg.pretext_eval_images, device, seed,
                                memory_format)
     append_jsonl(run_dir / "metrics.jsonl",
                  {"held_out": True, **{f"test_{k}": v for k, v in held_out.items()}})
-    sample = to_float(heldout_images(data, 8).to(device), mean, std)
+    sample = to_float(data.test.images[heldout_indices(data, 8)].to(device), mean, std)
     task.on_pretrain_end(backbone, sample, run_dir)
-    result = PretrainResult(cfg.epochs, step, seconds, loss_value, metric_value,
+    backbone.train()
+    result = PretrainResult(epoch, step, seconds, loss_value, metric_value,
                             held_out[task.metric_name], task.metric_name)
     log.info("pretraining done: %s", asdict(result))
     return result
 
 
-def heldout_images(data: DataSplits, n: int) -> torch.Tensor:
-    """`n` random test images (uint8), the same ones for every run whatever its seed.
+def heldout_indices(data: DataSplits, n: int) -> torch.Tensor:
+    """`n` random test-set indices, the same for every run whatever its seed.
 
     Random rather than the first n, because image folders list the test set class by class.
     """
-    pick = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(0))[:n]
-    return data.test.images[pick]
+    return torch.randperm(len(data.test), generator=torch.Generator().manual_seed(0))[:n]
 
 
 @torch.no_grad()
@@ -138,18 +163,21 @@ def pretext_metrics(backbone: ConvBackbone, task: PretextTask, data: DataSplits,
                     device: torch.device, seed: int,
                     memory_format: torch.memory_format = torch.contiguous_format,
                     chunk: int = 256) -> dict[str, float]:
-    """The task's metrics on up to `max_images` test images (labels unused), eval mode."""
+    """The task's metrics on up to `max_images` test images, eval mode.
+
+    Test labels are read only by tasks that need labels (the supervised upper bound).
+    """
     backbone.eval()
     task.eval()
     gen = torch.Generator(device=device).manual_seed(seed + 2)
-    images = heldout_images(data, max_images).to(device)
+    pick = heldout_indices(data, max_images)
+    images = data.test.images[pick].to(device)
+    labels = data.test.labels[pick].to(device) if task.needs_labels else None
     sums: dict[str, float] = {}
     for i in range(0, len(images), chunk):
         x = to_float(images[i:i + chunk], data.mean, data.std)
-        inputs, targets = task.make_batch(x, gen)
-        outputs = task(backbone, inputs.contiguous(memory_format=memory_format))
+        inputs, targets = task.make_batch(x, gen, labels[i:i + chunk] if labels is not None else None)
+        outputs = task(backbone, to_memory_format(inputs, memory_format))
         for name, value in task.metrics(outputs, targets).items():
             sums[name] = sums.get(name, 0.0) + value * len(x)
-    backbone.train()
-    task.train()
     return {k: v / max(len(images), 1) for k, v in sums.items()}

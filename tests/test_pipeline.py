@@ -14,11 +14,15 @@ from ssl_bench.run import run
 from tests.conftest import PROJECT_ROOT
 
 PRETEXT_TASKS = ["rotation", "jigsaw", "relative_position", "inpainting"]
-ARTEFACTS = {"jigsaw": "permutations.json", "inpainting": "inpainting_examples.png"}
-METRICS = {"inpainting": "masked_mse"}
+PRETRAINED = [*PRETEXT_TASKS, "supervised_pretrain", "layerwise", "multitask", "multitask_all"]
+ARTEFACTS = {"jigsaw": "permutations.json", "inpainting": "inpainting_examples.png",
+             "multitask_all": "inpainting_examples.png"}
+METRICS = {"inpainting": "masked_mse", "layerwise": "recon_mse", "multitask": "rotation_accuracy",
+           "multitask_all": "rotation_accuracy"}
+EPOCHS = {"layerwise": [1, 2, 3, 4, None]}  # two stages of two epochs each
 
 
-@pytest.mark.parametrize("task", [*PRETEXT_TASKS, "random"])
+@pytest.mark.parametrize("task", [*PRETRAINED, "random", "supervised"])
 def test_composed_config_runs_end_to_end(make_cfg, tmp_path, task):
     cfg = make_cfg("profile=smoke", "data=synthetic", f"task={task}", "seed=1")
     run_dir = tmp_path / "run"
@@ -34,12 +38,12 @@ def test_composed_config_runs_end_to_end(make_cfg, tmp_path, task):
         assert (run_dir / name).is_file()
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["seed"] == 1 and meta["git_sha"] and meta["finished_at"]
-    if task != "random":
+    if task in PRETRAINED:
         assert (run_dir / "checkpoint.pt").is_file()
         assert table.pretext_metric.notna().all()
         assert set(table.pretext_metric_name) == {METRICS.get(task, "accuracy")}
         lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        assert [x.get("epoch") for x in lines] == [1, 2, None]  # 2 epochs, then held-out
+        assert [x.get("epoch") for x in lines] == EPOCHS.get(task, [1, 2, None])  # then held-out
         assert f"test_{METRICS.get(task, 'accuracy')}" in lines[-1]
         if task in ARTEFACTS:
             assert (run_dir / ARTEFACTS[task]).stat().st_size > 0

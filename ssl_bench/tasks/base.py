@@ -12,6 +12,7 @@ Adding a task = one file here with a subclass + one `conf/task/<name>.yaml` whos
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,11 +25,25 @@ from ssl_bench.backbone import ConvBackbone
 Panel = tuple[torch.Tensor, str]
 
 
+@dataclass
+class Phase:
+    """A stretch of pretraining: which modules are trained (train mode, optimised).
+
+    Everything else stays in eval mode with its parameters out of the optimiser, so it is
+    bit-identical before and after the phase. Most tasks have one phase that trains the
+    backbone and the task's own modules; greedy layer-wise pretraining has one per stage.
+    """
+
+    name: str
+    modules: list[nn.Module] = field(default_factory=list)
+
+
 class PretextTask(nn.Module, ABC):
     """Base class: classification-style pretext tasks get loss and accuracy for free."""
 
     metric_name = "accuracy"  # the primary metric: logged, and the leaderboard's pretext_metric
     higher_is_better = True
+    needs_labels = False  # True only for the supervised upper bound: pretrain on labelled images
 
     def __init__(self, feature_dim: int, image_shape: tuple[int, int, int]):
         super().__init__()
@@ -39,16 +54,28 @@ class PretextTask(nn.Module, ABC):
         self.register_buffer("pixel_mean", torch.zeros(channels), persistent=False)
         self.register_buffer("pixel_std", torch.ones(channels), persistent=False)
 
-    def bind_data(self, mean: torch.Tensor, std: torch.Tensor) -> PretextTask:
-        """Tell the task the data set's per-channel mean and std (in [0, 1] units)."""
+    def bind_data(self, mean: torch.Tensor, std: torch.Tensor,
+                  num_classes: int | None = None) -> PretextTask:
+        """Tell the task the data set's per-channel mean and std (in [0, 1] units) and its
+        number of classes (used only by tasks that read labels)."""
         self.pixel_mean.copy_(mean)
         self.pixel_std.copy_(std)
         return self
 
+    def phases(self, backbone: ConvBackbone) -> list[Phase]:
+        """The pretraining phases, in order; by default one that trains everything."""
+        return [Phase("all", [backbone, self])]
+
+    def set_phase(self, phase: Phase) -> None:
+        """Called as each phase starts (tasks whose behaviour changes per phase override it)."""
+
     @abstractmethod
-    def make_batch(self, images: torch.Tensor,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs, targets) from N×C×H×W float images, on the images' device."""
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) from N×C×H×W float images, on the images' device.
+
+        `labels` are given only to tasks with `needs_labels`; pretext tasks ignore them.
+        """
 
     @abstractmethod
     def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:

@@ -104,8 +104,8 @@ class InpaintingTask(PretextTask):
             nn.Conv2d(32, 64, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 1)) if adversarial else None
 
-    def make_batch(self, images: torch.Tensor,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """N images -> (masked images, N×(C+1)×H×W targets: the originals, then the mask)."""
         mask = make_masks(self.mask_kind, len(images), images.shape[-1], generator,
                           images.device, self.num_blocks, self.coverage)

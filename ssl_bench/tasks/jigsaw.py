@@ -107,8 +107,8 @@ class JigsawTask(PretextTask):
             0, self.jitter + 1, (n, self.num_tiles), generator=generator, device=dev)
         return cut_patches(images, top, left, self.tile)
 
-    def make_batch(self, images: torch.Tensor,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """N images -> (N·T tiles, shuffled, image i's at rows i·T..i·T+T-1; N permutation ids).
 
         Shuffled position j of image i holds its grid tile `permutations[target_i][j]`.

@@ -70,8 +70,8 @@ class RelativePositionTask(PretextTask):
         noise = noise * kept.std(dim=(-2, -1), keepdim=True) * self.noise_scale
         return torch.where(kept_mask, patches, noise)
 
-    def make_batch(self, images: torch.Tensor,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """N images -> (2N patches: centre of image i at 2i, its neighbour at 2i+1; N labels)."""
         geometry = self.sample_geometry(len(images), generator, images.device)
         patches = cut_patches(images, geometry["top"], geometry["left"], self.patch)

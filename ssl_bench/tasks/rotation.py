@@ -31,8 +31,8 @@ class RotationTask(PretextTask):
         self.angles = angles
         self.head = nn.Linear(feature_dim, len(angles))
 
-    def make_batch(self, images: torch.Tensor,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator,
+                   labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """N images -> (R·N rotated images, R·N labels): copy r of image i sits at r·N + i."""
         n = images.shape[0]
         inputs = torch.cat([torch.rot90(images, a // 90, dims=(2, 3)) for a in self.angles])
