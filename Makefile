@@ -5,7 +5,7 @@ BIN       := $(VENV)/bin
 DATA_ROOT ?= ../shared/data/cifar10-jpeg
 PROFILE   ?= cpu
 SEEDS     ?= 0,1,2
-TASKS     ?= rotation,jigsaw,relative_position,inpainting,random
+TASKS     ?= rotation,jigsaw,relative_position,inpainting,multitask,multitask_all,layerwise,random,supervised,supervised_pretrain
 ARGS      ?=
 
 .PHONY: setup test test-real smoke show benchmark leaderboard lint clean
@@ -31,10 +31,11 @@ test: setup                      ## fast tier: synthetic data, CPU, a few minute
 test-real: setup                 ## real-data tier: needs CIFAR-10 at DATA_ROOT
 	SSL_BENCH_CIFAR10=$(DATA_ROOT) $(BIN)/python -m pytest -q -m real_data $(ARGS)
 
-SMOKE_TASKS ?= rotation,jigsaw,relative_position,inpainting,random
+SMOKE_TASKS ?= rotation,jigsaw,relative_position,inpainting,multitask,layerwise,random,supervised,supervised_pretrain
 
 smoke: setup                     ## every task through the whole pipeline on synthetic data, in seconds
 	$(BIN)/ssl-bench -m profile=smoke data=synthetic task=$(SMOKE_TASKS) paths.runs_dir=runs/smoke progress=false $(ARGS)
+	$(BIN)/ssl-bench-leaderboard --path runs/smoke/leaderboard.csv
 
 benchmark: setup                 ## TASKS x SEEDS on real CIFAR-10 with PROFILE, then the summary
 	$(BIN)/ssl-bench -m task=$(TASKS) seed=$(SEEDS) profile=$(PROFILE) data=cifar10 data.root=$(DATA_ROOT) $(ARGS)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ssl_bench.errors import UserError
@@ -34,7 +35,8 @@ def _app(cfg: DictConfig) -> None:
         log.error("%s", exc)
         print(f"ssl-bench: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(format_summary(read(Path(cfg.leaderboard.path))))
+    if HydraConfig.get().mode == RunMode.RUN:  # a sweep prints it once, at the end (Makefile)
+        print(format_summary(read(Path(cfg.leaderboard.path))))
 
 
 def main() -> None:
