@@ -16,11 +16,12 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from ssl_bench.cli import CONF_DIR
 from ssl_bench.data import load_data
+from ssl_bench.data.augment import to_float
 from ssl_bench.errors import UserError, instantiate
 
 log = logging.getLogger(__name__)
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def to_displayable(image: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -68,8 +69,6 @@ def show(cfg: DictConfig) -> Path:
                        image_shape=tuple(data.train.images.shape[1:]))
     task.bind_data(data.mean, data.std, data.num_classes)
     pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
-    from ssl_bench.data.augment import to_float
-
     images = to_float(data.train.images[pick[:cfg.show.num_images]], data.mean, data.std)
     rows = task.examples(images, torch.Generator().manual_seed(cfg.seed))
     path = Path(cfg.show.path or Path(cfg.paths.runs_dir) / "show" / f"{cfg.task.name}.png")
