@@ -19,7 +19,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,14 +75,21 @@ def make_classifier(backbone: ConvBackbone, num_classes: int, reinit_conv3: bool
 
 
 def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: int,
-             device: torch.device, channels_last: bool = True,
-             progress: bool = True) -> list[dict]:
-    """Run the protocol for every K in `cfg.labels_per_class`; one result dict per K."""
+             device: torch.device, channels_last: bool = True, progress: bool = True,
+             ks: Sequence[int] | None = None,
+             on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run the protocol for each K in `ks` (default `cfg.labels_per_class`).
+
+    Returns one result dict per K, and hands each to `on_result` as soon as it exists, so
+    an interrupted evaluation keeps the K values it finished.
+    """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     backbone.to(device)
     frozen = frozen_stages(backbone, "conv2")
     mean, std = data.mean.to(device), data.std.to(device)
-    ks = sorted(int(k) for k in cfg.labels_per_class)
+    ks = sorted(int(k) for k in (cfg.labels_per_class if ks is None else ks))
+    if not ks:
+        return []
     # subsets are nested across K for one seed, so the largest one holds every image needed
     largest = balanced_subset(data.train.labels, ks[-1], seed)
 
@@ -136,24 +143,27 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
         log.info("K=%d: test accuracy %.2f%% after %d steps (%.1fs)", k, acc, steps, seconds)
         results.append({"labels_per_class": k, "test_acc": acc, "eval_steps": steps,
                         "eval_final_loss": final_loss, "eval_seconds": seconds})
+        if on_result:
+            on_result(results[-1])
     return results
 
 
 def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSplits,
                      cfg: DictConfig, seed: int, device: torch.device, channels_last: bool = True,
-                     progress: bool = True) -> list[dict]:
+                     progress: bool = True, ks: Sequence[int] | None = None,
+                     on_result: Callable[[dict], None] | None = None) -> list[dict]:
     """The supervised baseline: the whole network trained from scratch on each K subset.
 
     Same labelled images as every other method with this seed, same augmentation (crop +
     flip), and the same number of steps (`cfg.scratch_steps`) for every K — small K gets as
     many optimiser steps as large K, as in RotNet's supervised baselines. The test set is
-    used only for the final accuracy.
+    used only for the final accuracy. `ks` and `on_result` as in `evaluate`.
     """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     mean, std = data.mean.to(device), data.std.to(device)
     test_images = data.test.images.to(device)
     results = []
-    for k in sorted(int(k) for k in cfg.labels_per_class):
+    for k in sorted(int(k) for k in (cfg.labels_per_class if ks is None else ks)):
         k_start = time.perf_counter()
         subset = balanced_subset(data.train.labels, k, seed)
         images = data.train.images[subset].to(device)  # the only training images it can see
@@ -178,6 +188,8 @@ def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSp
                  cfg.scratch_steps, seconds)
         results.append({"labels_per_class": k, "test_acc": acc, "eval_steps": cfg.scratch_steps,
                         "eval_final_loss": final_loss, "eval_seconds": seconds})
+        if on_result:
+            on_result(results[-1])
     return results
 
 
@@ -194,9 +206,8 @@ def train_classifier(model: nn.Module,
     """Fit `model` on features from `batch_features(indices, generator)`; returns final loss."""
     optimizer = make_optimizer(model.parameters(), **cfg.optimizer)
     schedule = make_schedule(optimizer, cfg.schedule, total_steps=steps)
-    order_gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    batches = index_batches(len(labels), cfg.batch_size, order_gen)
+    batches = index_batches(len(labels), cfg.batch_size, seed)
     model.train()
     loss = torch.zeros(())
     for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):

@@ -21,12 +21,13 @@ from filelock import FileLock
 from ssl_bench.runlog import atomic_write_bytes
 
 COLUMNS = [
-    "run_id", "task", "dataset", "backbone", "protocol", "labels_per_class", "seed",
-    "test_acc", "pretext_metric", "pretext_metric_name", "pretrain_seconds", "eval_seconds",
-    "eval_steps", "profile", "git_sha", "finished_at", "run_dir",
+    "run_id", "task", "dataset", "pretrain_dataset", "backbone", "protocol", "labels_per_class",
+    "seed", "test_acc", "pretext_metric", "pretext_metric_name", "pretrain_seconds",
+    "pretrain_reused", "pretrain_id", "eval_seconds", "eval_steps", "profile", "git_sha",
+    "started_at", "finished_at", "run_dir",
 ]
 KEY = ["run_id", "protocol", "labels_per_class"]
-GROUP = ["dataset", "backbone", "protocol", "labels_per_class", "task"]
+GROUP = ["dataset", "pretrain_dataset", "backbone", "protocol", "labels_per_class", "task"]
 
 
 def read(path: Path) -> pd.DataFrame:
@@ -58,6 +59,13 @@ def append_rows(path: Path, rows: Iterable[dict]) -> pd.DataFrame:
     return table
 
 
+def with_pretrain_dataset(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of older leaderboards (no transfer column) pretrained on the data they evaluate on."""
+    if "pretrain_dataset" not in table.columns:
+        return table.assign(pretrain_dataset=table["dataset"])
+    return table.assign(pretrain_dataset=table["pretrain_dataset"].fillna(table["dataset"]))
+
+
 def _ci95(std: float, n: int) -> float:
     """Half-width of the 95% confidence interval of a mean of n seeds (Student t)."""
     if n < 2 or math.isnan(std):
@@ -74,6 +82,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """
     if table.empty:
         return pd.DataFrame(columns=GROUP + ["mean", "std", "ci95", "n", "best"])
+    table = with_pretrain_dataset(table)
     stats = (table.groupby(GROUP, dropna=False)["test_acc"]
              .agg(mean="mean", std="std", n="count").reset_index())
     stats["ci95"] = [_ci95(s, n) for s, n in zip(stats["std"], stats["n"])]
@@ -88,28 +97,40 @@ def format_summary(table: pd.DataFrame) -> str:
     if stats.empty:
         return "the leaderboard is empty: run `ssl-bench` (or `make smoke`) first"
     blocks = []
-    for (dataset, backbone, protocol), part in stats.groupby(GROUP[:3], dropna=False):
+    for (dataset, pretrained_on, backbone, protocol), part in stats.groupby(GROUP[:4], dropna=False):
         cells = part.assign(cell=[
             f"{m:.2f} ± {0.0 if math.isnan(s) else s:.2f} ({n}){' *' if b else ''}"
             for m, s, n, b in zip(part["mean"], part["std"], part["n"], part["best"])])
         grid = cells.pivot(index="task", columns="labels_per_class", values="cell").fillna("-")
         grid.columns = [f"K={k}" for k in grid.columns]
-        blocks.append(f"{dataset} / {backbone} / {protocol} — test accuracy % "
+        source = dataset if pretrained_on == dataset else f"{pretrained_on} -> {dataset}"
+        blocks.append(f"{source} / {backbone} / {protocol} — test accuracy % "
                       f"(mean ± std over seeds (n), * best per K)\n{grid.to_string()}")
     return "\n\n".join(blocks)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ssl-bench-leaderboard",
-                                     description="Print the leaderboard summary.")
+    parser = argparse.ArgumentParser(
+        prog="ssl-bench-leaderboard",
+        description="Print the leaderboard summary and regenerate the report (LEADERBOARD.md, plots).")
     parser.add_argument("--path", default="runs/leaderboard.csv", help="leaderboard CSV")
+    parser.add_argument("--report-dir", default=None,
+                        help="where LEADERBOARD.md and the plots go (default: the CSV's folder)")
+    parser.add_argument("--no-report", action="store_true", help="only print the summary")
     args = parser.parse_args(argv)
     path = Path(args.path)
     if not path.exists():
         print(f"no leaderboard at {path}: run `ssl-bench` or `make smoke` first, or pass --path",
               file=sys.stderr)
         return 2
-    print(format_summary(read(path)))
+    table = read(path)
+    print(format_summary(table))
+    if not args.no_report:
+        from ssl_bench.report import write_report  # matplotlib only when a report is wanted
+
+        out_dir = Path(args.report_dir) if args.report_dir else path.parent
+        for written in write_report(table, out_dir):
+            print(f"wrote {written}")
     return 0
 
 

@@ -1,29 +1,37 @@
 """One run: pretrain once (unless the task has no pretraining), evaluate every K, record.
 
-Everything a run produces lands in its own folder: the resolved config, `meta.json`
-(git sha, seed, device, times), `metrics.jsonl`, `checkpoint.pt` and `results.json`;
-then its rows are appended to the leaderboard.
+A run's own folder (Hydra's output folder) gets the resolved config, `meta.json` (git
+sha, seed, device, times) and `results.json`. Pretraining lives in a cache folder named by
+a hash of its settings (`<runs_dir>/pretrain/...`: `checkpoint.pt`, `metrics.jsonl`,
+`pretrain.json`), so every run with the same pretraining — another evaluation, a restart
+after a crash — reuses it. Each leaderboard row is appended as soon as it is computed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import platform
 import time
-import uuid
+from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
 import torch
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.backbone import ConvBackbone
-from ssl_bench.data import load_data
+from ssl_bench.data import DataSplits, load_data
 from ssl_bench.errors import UserError, instantiate
 from ssl_bench.evaluate import evaluate, evaluate_scratch
 from ssl_bench.leaderboard import append_rows
+from ssl_bench.leaderboard import read as read_leaderboard
+from ssl_bench.probes import probe_protocols, run_probes
 from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, git_sha, now_iso
 from ssl_bench.tasks.base import PretextTask
-from ssl_bench.train import pretrain
+from ssl_bench.train import PretrainResult, load_checkpoint, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +53,111 @@ def build_backbone(cfg: DictConfig, seed: int) -> ConvBackbone:
         return instantiate(cfg)
 
 
+def _data_identity(data_cfg: DictConfig | None) -> dict | None:
+    """What defines a data set's content: its config minus the cache folder, root made absolute."""
+    if data_cfg is None:
+        return None
+    ident = OmegaConf.to_container(data_cfg, resolve=True)
+    ident.pop("cache_dir", None)  # type: ignore[union-attr]
+    if ident.get("root"):  # type: ignore[union-attr]
+        ident["root"] = str(Path(ident["root"]).expanduser().resolve())  # type: ignore[index]
+    return ident  # type: ignore[return-value]
+
+
+def digest(obj: object) -> str:
+    """A short, stable hash of a JSON-able object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def pretrain_identity(cfg: DictConfig) -> dict:
+    """Everything a pretraining's result depends on (device, threads and paths excluded)."""
+    return {"task": OmegaConf.to_container(cfg.task, resolve=True), "data": _data_identity(cfg.data),
+            "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
+            "train": OmegaConf.to_container(cfg.train, resolve=True), "seed": int(cfg.seed)}
+
+
+def run_identity(cfg: DictConfig) -> dict:
+    """Everything a run's rows depend on, except which K values and protocols are asked for.
+
+    Rows are keyed by (run_id, protocol, K), so adding a K or a probe to a finished run
+    computes only the new rows.
+    """
+    evaluation = OmegaConf.to_container(cfg.eval, resolve=True)
+    for key in ("labels_per_class", "data"):
+        evaluation.pop(key, None)  # type: ignore[union-attr]
+    for key in ("enabled", "linear_stages", "knn_stages"):
+        evaluation.get("probes", {}).pop(key, None)  # type: ignore[union-attr]
+    return {**pretrain_identity(cfg), "eval": evaluation,
+            "eval_data": _data_identity(cfg.eval.get("data"))}
+
+
+def eval_data_config(cfg: DictConfig) -> DictConfig:
+    """The data set the evaluator uses: `eval.data` when set (transfer), else `data`."""
+    eval_data = cfg.eval.get("data")
+    if eval_data is None:
+        return cfg.data
+    if not isinstance(eval_data, DictConfig):
+        raise UserError(f"eval.data={eval_data} is not a data config; choose one from conf/data "
+                        f"with data@eval.data={eval_data} (and set eval.data.root=... if needed)")
+    return eval_data
+
+
+def wanted_rows(cfg: DictConfig) -> list[tuple[str, int]]:
+    """(protocol, K) pairs this run must produce."""
+    ks = sorted(int(k) for k in cfg.eval.labels_per_class)
+    protocols = [cfg.eval.protocol]
+    if cfg.task.evaluation == "frozen":
+        protocols += probe_protocols(cfg.eval.probes)
+    return [(p, k) for p in protocols for k in ks]
+
+
+def finished_rows(leaderboard: Path, run_id: str) -> pd.DataFrame:
+    table = read_leaderboard(leaderboard)
+    return table[table["run_id"] == run_id] if not table.empty else table
+
+
+def pretrain_dir(cfg: DictConfig) -> Path:
+    """The pretraining cache folder: one per distinct pretraining, shared by every run using it."""
+    name = f"{cfg.task.name}_{cfg.data.name}_{cfg.backbone.name}_s{int(cfg.seed)}"
+    return Path(cfg.paths.runs_dir) / "pretrain" / f"{name}_{digest(pretrain_identity(cfg))}"
+
+
+def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device: torch.device,
+               ) -> tuple[PretrainResult, bool, Path]:
+    """Pretrain `backbone`, or load it when the same pretraining already finished.
+
+    The cache folder holds `checkpoint.pt` (after every epoch) and, once finished,
+    `pretrain.json`. A lock on the folder makes concurrent jobs with the same pretraining
+    wait for one another instead of training it twice. Returns (result, reused, folder).
+    """
+    folder = pretrain_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    task: PretextTask = instantiate(cfg.task.module, feature_dim=backbone.out_channels(),
+                                    image_shape=tuple(data.train.images.shape[1:]))
+    task = task.bind_data(data.mean, data.std, data.num_classes).to(device)
+    with FileLock(str(folder / ".lock")):
+        done = folder / "pretrain.json"
+        if done.exists():
+            load_checkpoint(folder / "checkpoint.pt", backbone, task, device)
+            result = PretrainResult(**json.loads(done.read_text())["result"])
+            log.info("reusing the finished pretraining in %s (%.0fs when it ran)", folder, result.seconds)
+            return result, True, folder
+        atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(
+            OmegaConf.create(pretrain_identity(cfg))).encode())
+        result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.seed),
+                          cfg.channels_last, cfg.progress)
+        atomic_write_json(done, {"result": asdict(result), "git_sha": git_sha(),
+                                 "finished_at": now_iso()})
+        return result, False, folder
+
+
 def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
-    """Pretrain and evaluate as `cfg` says, writing into `run_dir`; returns leaderboard rows."""
+    """Pretrain and evaluate as `cfg` says, writing into `run_dir`; returns the run's rows.
+
+    Resumable: the run id is a hash of the configuration, the leaderboard rows already
+    present for it are not computed again, and a finished (or half-done) pretraining with
+    the same settings is reused (or resumed) from the pretraining cache.
+    """
     started_at, t0 = now_iso(), time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +167,10 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     seed = int(cfg.seed)
     # everything not drawn from an explicit generator (e.g. head initialisation) follows the seed
     torch.manual_seed(seed)
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.task.name}-s{seed}-{uuid.uuid4().hex[:6]}"
+    eval_data_cfg = eval_data_config(cfg)
+    run_id = (f"{cfg.task.name}-{cfg.data.name}-{eval_data_cfg.name}-{cfg.backbone.name}-s{seed}-"
+              f"{digest(run_identity(cfg))}")
+    leaderboard = Path(cfg.leaderboard.path)
     sha = git_sha()
     meta = {"run_id": run_id, "git_sha": sha, "seed": seed, "device": str(device),
             "torch": torch.__version__, "python": platform.python_version(),
@@ -66,52 +180,76 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     log.info("run %s  git %s  device %s  seed %d\n%s", run_id, sha, device, seed,
              OmegaConf.to_yaml(cfg, resolve=True))
 
+    wanted = wanted_rows(cfg)
+    done = finished_rows(leaderboard, run_id)
+    done_keys = set(zip(done["protocol"], done["labels_per_class"].astype(int))) if len(done) else set()
+    todo = [w for w in wanted if w not in done_keys]
+    if not todo:
+        log.info("run %s: all %d rows are already in %s; nothing to do", run_id, len(wanted), leaderboard)
+        print(f"ssl-bench: {run_id} already finished ({len(wanted)} rows in {leaderboard}); skipped")
+        return done.to_dict("records")
+    if done_keys:
+        log.info("run %s: %d of %d rows already in the leaderboard; computing the other %d",
+                 run_id, len(wanted) - len(todo), len(wanted), len(todo))
+
     data = load_data(cfg.data)
-    log.info("data: %s, %d train / %d test / %d unlabeled images of %s, %d classes",
-             data.source, len(data.train), len(data.test), len(data.unlabeled),
-             tuple(data.train.images.shape[1:]), data.num_classes)
-    smallest = int(data.train.class_counts().min())
+    eval_data = data if eval_data_cfg is cfg.data else load_data(eval_data_cfg)
+    for name, splits in (("data", data), ("eval data", eval_data)):
+        log.info("%s: %s, %d train / %d test / %d unlabeled images of %s, %d classes", name,
+                 splits.source, len(splits.train), len(splits.test), len(splits.unlabeled),
+                 tuple(splits.train.images.shape[1:]), splits.num_classes)
+    smallest = int(eval_data.train.class_counts().min())
     bad = [k for k in cfg.eval.labels_per_class if not 0 < int(k) <= smallest]
     if bad:  # checked before pretraining, so a bad K costs seconds, not a pretraining
         raise UserError(f"eval.labels_per_class has {bad}, but each value must be in "
-                        f"1..{smallest} (the smallest class of {data.name}'s train split)")
+                        f"1..{smallest} (the smallest class of {eval_data_cfg.name}'s train split)")
 
     backbone = build_backbone(cfg.backbone, seed).to(device)
     if cfg.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
-    pretext = None
+    pretext, reused, pretrain_folder = None, False, None
     if cfg.task.pretrain:
-        task: PretextTask = instantiate(cfg.task.module, feature_dim=backbone.out_channels(),
-                                        image_shape=tuple(data.train.images.shape[1:]))
-        task = task.bind_data(data.mean, data.std, data.num_classes).to(device)
-        pretext = pretrain(backbone, task, data, cfg.train, run_dir, device, seed,
-                           cfg.channels_last, cfg.progress)
-    pretrain_seconds = pretext.seconds if pretext else 0.0
+        pretext, reused, pretrain_folder = pretrained(cfg, backbone, data, device)
 
+    def row(result: dict) -> dict:
+        return {
+            "run_id": run_id, "task": cfg.task.name, "dataset": eval_data_cfg.name,
+            "pretrain_dataset": cfg.data.name, "backbone": cfg.backbone.name,
+            "protocol": result.get("protocol", cfg.eval.protocol),
+            "labels_per_class": result["labels_per_class"], "seed": seed,
+            "test_acc": result["test_acc"],
+            "pretext_metric": pretext.pretext_metric if pretext else None,
+            "pretext_metric_name": pretext.metric_name if pretext else None,
+            "pretrain_seconds": pretext.seconds if pretext else 0.0, "pretrain_reused": reused,
+            "pretrain_id": pretrain_folder.name if pretrain_folder else None,
+            "eval_seconds": result["eval_seconds"], "eval_steps": result["eval_steps"],
+            "profile": cfg.profile_name, "git_sha": sha, "started_at": started_at,
+            "finished_at": now_iso(), "run_dir": str(run_dir),
+        }
+
+    def record(result: dict) -> None:  # each row lands as soon as it exists
+        append_rows(leaderboard, [row(result)])
+
+    main_ks = [k for p, k in todo if p == cfg.eval.protocol]
     if cfg.task.evaluation == "scratch":
-        results = evaluate_scratch(lambda s: build_backbone(cfg.backbone, s), data, cfg.eval, seed,
-                                   device, cfg.channels_last, cfg.progress)
+        evaluate_scratch(lambda s: build_backbone(cfg.backbone, s), eval_data, cfg.eval, seed,
+                         device, cfg.channels_last, cfg.progress, ks=main_ks, on_result=record)
     elif cfg.task.evaluation == "frozen":
-        results = evaluate(backbone, data, cfg.eval, seed, device, cfg.channels_last, cfg.progress)
+        evaluate(backbone, eval_data, cfg.eval, seed, device, cfg.channels_last, cfg.progress,
+                 ks=main_ks, on_result=record)
+        for result in run_probes(backbone, eval_data, cfg.eval.probes,
+                                 [int(k) for k in cfg.eval.labels_per_class], seed, device,
+                                 cfg.eval.chunk_size, skip=done_keys):
+            record(result)
     else:
         raise UserError(f"task.evaluation must be 'frozen' or 'scratch', got {cfg.task.evaluation!r}")
-    finished_at = now_iso()
-    rows = [{
-        "run_id": run_id, "task": cfg.task.name, "dataset": cfg.data.name,
-        "backbone": cfg.backbone.name, "protocol": cfg.eval.protocol,
-        "labels_per_class": r["labels_per_class"], "seed": seed, "test_acc": r["test_acc"],
-        "pretext_metric": pretext.pretext_metric if pretext else None,
-        "pretext_metric_name": pretext.metric_name if pretext else None,
-        "pretrain_seconds": pretrain_seconds, "eval_seconds": r["eval_seconds"],
-        "eval_steps": r["eval_steps"], "profile": cfg.profile_name, "git_sha": sha,
-        "finished_at": finished_at, "run_dir": str(run_dir),
-    } for r in results]
-    meta.update(finished_at=finished_at, total_seconds=time.perf_counter() - t0,
-                pretrain_seconds=pretrain_seconds,
-                eval_seconds=sum(r["eval_seconds"] for r in results))
-    atomic_write_json(run_dir / "results.json", {"meta": meta, "pretrain": vars(pretext)
+
+    rows = finished_rows(leaderboard, run_id).to_dict("records")
+    meta.update(finished_at=now_iso(), total_seconds=time.perf_counter() - t0,
+                pretrain_seconds=pretext.seconds if pretext and not reused else 0.0,
+                pretrain_reused=reused, rows=len(rows))
+    atomic_write_json(run_dir / "results.json", {"meta": meta, "pretrain": asdict(pretext)
                                                  if pretext else None, "results": rows})
     atomic_write_json(run_dir / "meta.json", meta)
-    append_rows(Path(cfg.leaderboard.path), rows)
-    log.info("appended %d rows to %s", len(rows), cfg.leaderboard.path)
+    log.info("run %s: %d rows in %s", run_id, len(rows), leaderboard)
     return rows

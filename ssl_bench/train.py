@@ -9,6 +9,7 @@ gets `train.epochs` epochs, its own optimiser and schedule, and trains only its 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.imageset import DataSplits
 from ssl_bench.errors import NonFiniteLossError
 from ssl_bench.optim import make_optimizer, make_schedule
-from ssl_bench.runlog import append_jsonl, atomic_torch_save
+from ssl_bench.runlog import append_jsonl, atomic_torch_save, atomic_write_bytes
 from ssl_bench.tasks.base import Phase, PretextTask
 
 log = logging.getLogger(__name__)
@@ -69,31 +70,88 @@ def enter_phase(backbone: ConvBackbone, task: PretextTask, phase: Phase) -> list
     return list(params.values())
 
 
+def _rng_state(aug_gen: torch.Generator) -> dict[str, Any]:
+    state = {"aug": aug_gen.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(aug_gen: torch.Generator, state: dict[str, Any]) -> None:
+    aug_gen.set_state(state["aug"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path, backbone: ConvBackbone, task: PretextTask,
+                    device: torch.device) -> dict[str, Any] | None:
+    """The last epoch's checkpoint (weights loaded into `backbone` and `task`), or None."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location=device, weights_only=False)
+    backbone.load_state_dict(state["backbone"])
+    task.load_state_dict(state["task"])
+    return state
+
+
+def _keep_logged_epochs(path: Path, last_epoch: int) -> None:
+    """Keep the metric lines of the checkpoint's epochs, drop later ones and held-out lines.
+
+    Each epoch's line is written just before its checkpoint, so a kill in between leaves a
+    line that the resumed run writes again.
+    """
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines()
+             if line.strip() and json.loads(line).get("epoch", last_epoch + 1) <= last_epoch]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
+
+
 def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: DictConfig,
              run_dir: Path, device: torch.device, seed: int, channels_last: bool = True,
              progress: bool = True) -> PretrainResult:
-    """Train `backbone` + `task`'s modules as `cfg` (the `train` node) says."""
+    """Train `backbone` + `task`'s modules as `cfg` (the `train` node) says.
+
+    `run_dir/checkpoint.pt` is written after every epoch (atomically) with the weights,
+    optimiser, schedule and random-generator states. When it is already there, training
+    resumes after its epoch, and ends with the same weights an uninterrupted run reaches
+    (on CPU; GPU kernels may differ in the last bits).
+    """
     images = (data.train.images if task.needs_labels else data.unlabeled).to(device)
     labels = data.train.labels.to(device) if task.needs_labels else None
     mean, std = data.mean.to(device), data.std.to(device)
     per_epoch = steps_per_epoch(len(images), cfg.batch_size, cfg.steps_per_epoch)
     phases = task.phases(backbone)
-    order_gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    batches = index_batches(len(images), cfg.batch_size, order_gen)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    checkpoint_path = run_dir / "checkpoint.pt"
+    state = load_checkpoint(checkpoint_path, backbone, task, device)
+    done_epochs = state["epoch"] if state else 0
+    previous_seconds = state.get("seconds", 0.0) if state else 0.0
+    if state:
+        log.info("resuming pretraining from %s after epoch %d", checkpoint_path, done_epochs)
+        _set_rng_state(aug_gen, state["rng"])
+        _keep_logged_epochs(run_dir / "metrics.jsonl", done_epochs)
 
     start = time.perf_counter()
-    step, epoch, loss_value, metric_value = 0, 0, math.nan, math.nan
-    bar = tqdm(total=per_epoch * cfg.epochs * len(phases), disable=not progress,
+    step, epoch, loss_value, metric_value = per_epoch * done_epochs, done_epochs, math.nan, math.nan
+    batches = index_batches(len(images), cfg.batch_size, seed, start_step=step)
+    bar = tqdm(total=per_epoch * cfg.epochs * len(phases), initial=step, disable=not progress,
                desc=f"pretrain {type(task).__name__}", dynamic_ncols=True, leave=False)
-    for phase in phases:
+    for phase_index, phase in enumerate(phases):
+        phase_done = min(max(done_epochs - phase_index * cfg.epochs, 0), cfg.epochs)
+        if phase_done == cfg.epochs:
+            continue
         params = enter_phase(backbone, task, phase)
         optimizer = make_optimizer(params, **cfg.optimizer)
         schedule = make_schedule(optimizer, total_steps=per_epoch * cfg.epochs,
                                  warmup_steps=round(cfg.schedule.warmup_epochs * per_epoch),
                                  **{k: v for k, v in cfg.schedule.items() if k != "warmup_epochs"})
-        for _ in range(cfg.epochs):
+        if phase_done and state:
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+        for _ in range(phase_done, cfg.epochs):
             epoch += 1
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
@@ -129,14 +187,19 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
                 "epoch": epoch, "phase": phase.name, "step": step, "loss": loss_value,
                 **train_metrics, "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
                 "images_per_second": per_epoch * cfg.batch_size / seconds})
-            atomic_torch_save(run_dir / "checkpoint.pt", {
+            atomic_torch_save(checkpoint_path, {
                 "backbone": backbone.state_dict(), "task": task.state_dict(),
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "phase": phase.name, "epoch": epoch, "step": step})
+                "phase": phase.name, "epoch": epoch, "step": step, "rng": _rng_state(aug_gen),
+                "seconds": previous_seconds + time.perf_counter() - start})
             log.info("epoch %d (%s) loss %.4f %s %.3f", epoch, phase.name, loss_value,
                      task.metric_name, metric_value)
     bar.close()
-    seconds = time.perf_counter() - start
+    seconds = previous_seconds + time.perf_counter() - start
+    if math.isnan(metric_value) and state:  # every epoch was already done before the restart
+        last = _last_epoch_record(run_dir / "metrics.jsonl")
+        loss_value = last.get("loss", math.nan)
+        metric_value = last.get(f"train_{task.metric_name}", math.nan)
     held_out = pretext_metrics(backbone, task, data, cfg.pretext_eval_images, device, seed,
                                memory_format)
     append_jsonl(run_dir / "metrics.jsonl",
@@ -148,6 +211,13 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
                             held_out[task.metric_name], task.metric_name)
     log.info("pretraining done: %s", asdict(result))
     return result
+
+
+def _last_epoch_record(path: Path) -> dict[str, Any]:
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.exists() else []
+    epochs = [r for r in records if "epoch" in r]
+    return epochs[-1] if epochs else {}
 
 
 def heldout_indices(data: DataSplits, n: int) -> torch.Tensor:
