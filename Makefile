@@ -8,7 +8,7 @@ SEEDS     ?= 0,1,2
 TASKS     ?= rotation,jigsaw,relative_position,inpainting,multitask,multitask_all,layerwise,random,supervised,supervised_pretrain
 ARGS      ?=
 
-.PHONY: setup test test-real smoke show benchmark leaderboard lint clean
+.PHONY: setup test test-real smoke show benchmark transfer leaderboard lint clean
 
 setup: $(VENV)/.installed
 
@@ -37,15 +37,23 @@ smoke: setup                     ## every task through the whole pipeline on syn
 	$(BIN)/ssl-bench -m profile=smoke data=synthetic task=$(SMOKE_TASKS) paths.runs_dir=runs/smoke progress=false $(ARGS)
 	$(BIN)/ssl-bench-leaderboard --path runs/smoke/leaderboard.csv
 
-benchmark: setup                 ## TASKS x SEEDS on real CIFAR-10 with PROFILE, then the summary
-	$(BIN)/ssl-bench -m task=$(TASKS) seed=$(SEEDS) profile=$(PROFILE) data=cifar10 data.root=$(DATA_ROOT) $(ARGS)
+benchmark: setup                 ## every method x SEEDS on real CIFAR-10 with PROFILE; rerun to resume
+	$(BIN)/ssl-bench experiment=benchmark task=$(TASKS) seed=$(SEEDS) profile=$(PROFILE) data.root=$(DATA_ROOT) $(ARGS)
+	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
+
+TRANSFER_TO ?= image_folder
+TRANSFER_ROOT ?= $(DATA_ROOT)
+
+transfer: setup                  ## pretrain on CIFAR-10, evaluate on TRANSFER_TO at TRANSFER_ROOT
+	$(BIN)/ssl-bench -m task=$(TASKS) seed=$(SEEDS) profile=$(PROFILE) data.root=$(DATA_ROOT) \
+	  data@eval.data=$(TRANSFER_TO) eval.data.root=$(TRANSFER_ROOT) eval.data.image_size=32 $(ARGS)
 	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
 
 show: setup                      ## PNGs of what each pretext task asks: runs/show/<task>.png
 	for t in rotation jigsaw relative_position inpainting; do \
 	  $(BIN)/ssl-bench-show task=$$t data=cifar10 data.root=$(DATA_ROOT) $(ARGS) || exit 1; done
 
-leaderboard: setup               ## print the summary of runs/leaderboard.csv
+leaderboard: setup               ## summary + runs/LEADERBOARD.md and plots, from runs/leaderboard.csv alone
 	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
 
 lint: setup

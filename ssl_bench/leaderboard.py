@@ -63,7 +63,7 @@ def with_pretrain_dataset(table: pd.DataFrame) -> pd.DataFrame:
     """Rows of older leaderboards (no transfer column) pretrained on the data they evaluate on."""
     if "pretrain_dataset" not in table.columns:
         return table.assign(pretrain_dataset=table["dataset"])
-    return table.assign(pretrain_dataset=table["pretrain_dataset"].fillna(table["dataset"]))
+    return table.assign(pretrain_dataset=table["pretrain_dataset"].astype(object).fillna(table["dataset"]))
 
 
 def _ci95(std: float, n: int) -> float:

@@ -85,7 +85,7 @@ def run_identity(cfg: DictConfig) -> dict:
     evaluation = OmegaConf.to_container(cfg.eval, resolve=True)
     for key in ("labels_per_class", "data"):
         evaluation.pop(key, None)  # type: ignore[union-attr]
-    for key in ("enabled", "linear_stages", "knn_stages"):
+    for key in ("enabled", "linear_stages", "knn_stages", "labels_per_class"):
         evaluation.get("probes", {}).pop(key, None)  # type: ignore[union-attr]
     return {**pretrain_identity(cfg), "eval": evaluation,
             "eval_data": _data_identity(cfg.eval.get("data"))}
@@ -104,11 +104,11 @@ def eval_data_config(cfg: DictConfig) -> DictConfig:
 
 def wanted_rows(cfg: DictConfig) -> list[tuple[str, int]]:
     """(protocol, K) pairs this run must produce."""
-    ks = sorted(int(k) for k in cfg.eval.labels_per_class)
-    protocols = [cfg.eval.protocol]
+    rows = [(cfg.eval.protocol, int(k)) for k in sorted(cfg.eval.labels_per_class)]
     if cfg.task.evaluation == "frozen":
-        protocols += probe_protocols(cfg.eval.probes)
-    return [(p, k) for p in protocols for k in ks]
+        rows += [(p, int(k)) for p in probe_protocols(cfg.eval.probes)
+                 for k in sorted(cfg.eval.probes.labels_per_class)]
+    return rows
 
 
 def finished_rows(leaderboard: Path, run_id: str) -> pd.DataFrame:
@@ -194,15 +194,18 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
 
     data = load_data(cfg.data)
     eval_data = data if eval_data_cfg is cfg.data else load_data(eval_data_cfg)
+    if eval_data is not data:  # transfer: frozen layers see inputs normalised as in pretraining
+        eval_data.mean, eval_data.std = data.mean, data.std
     for name, splits in (("data", data), ("eval data", eval_data)):
         log.info("%s: %s, %d train / %d test / %d unlabeled images of %s, %d classes", name,
                  splits.source, len(splits.train), len(splits.test), len(splits.unlabeled),
                  tuple(splits.train.images.shape[1:]), splits.num_classes)
     smallest = int(eval_data.train.class_counts().min())
-    bad = [k for k in cfg.eval.labels_per_class if not 0 < int(k) <= smallest]
-    if bad:  # checked before pretraining, so a bad K costs seconds, not a pretraining
-        raise UserError(f"eval.labels_per_class has {bad}, but each value must be in "
-                        f"1..{smallest} (the smallest class of {eval_data_cfg.name}'s train split)")
+    for key in ("labels_per_class", "probes.labels_per_class"):
+        bad = [k for k in OmegaConf.select(cfg.eval, key) if not 0 < int(k) <= smallest]
+        if bad:  # checked before pretraining, so a bad K costs seconds, not a pretraining
+            raise UserError(f"eval.{key} has {bad}, but each value must be in 1..{smallest} "
+                            f"(the smallest class of {eval_data_cfg.name}'s train split)")
 
     backbone = build_backbone(cfg.backbone, seed).to(device)
     if cfg.channels_last:
@@ -238,7 +241,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
         evaluate(backbone, eval_data, cfg.eval, seed, device, cfg.channels_last, cfg.progress,
                  ks=main_ks, on_result=record)
         for result in run_probes(backbone, eval_data, cfg.eval.probes,
-                                 [int(k) for k in cfg.eval.labels_per_class], seed, device,
+                                 [int(k) for k in cfg.eval.probes.labels_per_class], seed, device,
                                  cfg.eval.chunk_size, skip=done_keys):
             record(result)
     else:

@@ -105,3 +105,31 @@ def load_synthetic(name: str, num_train: int, num_test: int, image_size: int = 3
     train = make_images(num_train, image_size, num_classes, seed)
     test = make_images(num_test, image_size, num_classes, seed + 1_000_003)
     return DataSplits(name, train, test, source=f"synthetic (seed {seed})")
+
+
+def load_digits(name: str, image_size: int = 32, test_fraction: float = 0.2,
+                seed: int = 0) -> DataSplits:
+    """scikit-learn's bundled handwritten digits (1,797 8×8 images, 10 classes), offline.
+
+    Grey levels 0–16 are scaled to 0–255, upsampled to `image_size` and repeated over three
+    channels, so a backbone pretrained on RGB photos can be evaluated on them (transfer).
+    The train/test split is stratified: `test_fraction` of each class, drawn with `seed`.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = torch.from_numpy(bunch.images).float().mul(255.0 / 16.0)[:, None]
+    images = torch.nn.functional.interpolate(images, size=(image_size, image_size),
+                                             mode="bilinear", align_corners=False)
+    images = images.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.from_numpy(bunch.target).long()
+    gen = torch.Generator().manual_seed(seed)
+    test_mask = torch.zeros(len(labels), dtype=torch.bool)
+    for c in labels.unique():
+        members = (labels == c).nonzero().flatten()
+        pick = members[torch.randperm(len(members), generator=gen)]
+        test_mask[pick[:round(test_fraction * len(members))]] = True
+    classes = [str(c) for c in range(10)]
+    train = ImageSet(images[~test_mask], labels[~test_mask], classes)
+    test = ImageSet(images[test_mask], labels[test_mask], classes)
+    return DataSplits(name, train, test, source="scikit-learn digits (bundled)")

@@ -1,0 +1,539 @@
+"""The benchmark's written report, regenerated from the leaderboard CSV alone.
+
+`write_report` turns the leaderboard (one row per (run, protocol, K)) into `LEADERBOARD.md`
+(ranked tables with confidence intervals, an overview, the best probed stage per method, the
+compute spent) and two plots. Everything is derived from the CSV, so the report can be rebuilt
+at any time, for instance while a sweep is still appending rows, and never drifts from it.
+Files are replaced atomically, so a reader never sees a half-written report.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ssl_bench.leaderboard import summarize
+from ssl_bench.runlog import atomic_write_bytes
+
+MAIN_PROTOCOL = "conv3_linear"
+PROTOCOL_ORDER = [MAIN_PROTOCOL, "linear_probe_conv1", "linear_probe_conv2", "linear_probe_conv3",
+                  "knn_conv2", "knn_conv3"]
+SETTING = ["dataset", "pretrain_dataset", "backbone"]
+STATS_KEY = SETTING + ["protocol", "labels_per_class", "task"]
+PROBE = re.compile(r"^linear_probe_(conv\d+)$")
+MARKDOWN_NAME = "LEADERBOARD.md"
+ACCURACY_PLOT = "accuracy_vs_labels.png"
+PRETEXT_PLOT = "pretext_vs_downstream.png"
+# Columns added to the leaderboard over time: an old CSV lacks them, the report must not.
+OPTIONAL = ["pretrain_dataset", "pretrain_reused", "pretrain_id", "started_at", "finished_at",
+            "pretext_metric", "pretext_metric_name", "pretrain_seconds", "eval_seconds",
+            "profile", "git_sha", "seed"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+
+
+# ----------------------------------------------------------------------------- preparation
+
+
+def _prepare(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy with every column the report reads, typed, and rows without an accuracy dropped.
+
+    Missing `pretrain_dataset` means the backbone was pretrained on the evaluation data set,
+    which was the only possibility before the column existed.
+    """
+    df = table.copy()
+    for col in ["run_id", "task", "dataset", "backbone", "protocol", "labels_per_class", "test_acc",
+                *OPTIONAL]:
+        if col not in df.columns:
+            df[col] = np.nan
+    df["pretrain_dataset"] = pd.Series(np.where(df["pretrain_dataset"].notna(), df["pretrain_dataset"],
+                                                df["dataset"]), index=df.index, dtype=object)
+    for col in ["test_acc", "pretext_metric", "pretrain_seconds", "eval_seconds", "labels_per_class"]:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in ["started_at", "finished_at"]:
+        df[col] = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
+    df = df[df["test_acc"].notna() & df["labels_per_class"].notna()].copy()
+    df["labels_per_class"] = df["labels_per_class"].round().astype(int)
+    return df.reset_index(drop=True)
+
+
+def _protocol_rank(protocol: str) -> tuple[int, str]:
+    """Main protocol first, then the probes in depth order, then anything else alphabetically."""
+    if protocol in PROTOCOL_ORDER:
+        return PROTOCOL_ORDER.index(protocol), ""
+    return len(PROTOCOL_ORDER), str(protocol)
+
+
+def _setting_label(dataset: str, pretrain_dataset: str, backbone: str) -> str:
+    pre = "" if pretrain_dataset == dataset else f" (pretrained on {pretrain_dataset})"
+    return f"{dataset}{pre} / {backbone}"
+
+
+def compute_stats(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (setting, protocol, K, task): mean, std, n, ci95 and the interval ends, plus rank.
+
+    Uses `leaderboard.summarize` so the report and the printed summary can never disagree on a
+    number; called per pretraining data set, which is right whether or not `summarize` groups
+    by that column itself (older versions did not).
+    """
+    df = _prepare(table)
+    cols = STATS_KEY + ["mean", "std", "n", "ci95", "lo", "hi", "rank", "best"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    parts = []
+    for pretrain, part in df.groupby("pretrain_dataset", dropna=False):
+        stats = summarize(part)
+        stats["pretrain_dataset"] = pretrain
+        parts.append(stats)
+    stats = pd.concat(parts, ignore_index=True)
+    stats["n"] = stats["n"].astype(int)
+    stats["lo"] = stats["mean"] - stats["ci95"]
+    stats["hi"] = stats["mean"] + stats["ci95"]
+    group = SETTING + ["protocol", "labels_per_class"]
+    stats["rank"] = stats.groupby(group, dropna=False)["mean"].rank(ascending=False, method="min")
+    stats["rank"] = stats["rank"].astype(int)
+    stats["best"] = stats["rank"] == 1
+    return stats[cols]
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _num(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as a human reading (`3 h 05 min`), next to the exact number in the tables."""
+    if seconds is None or math.isnan(seconds):
+        return "n/a"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{seconds:.1f} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _secs(seconds: float) -> str:
+    """Exact seconds plus the human reading, e.g. `292.0 s (4 min 52 s)`."""
+    if seconds is None or math.isnan(seconds):
+        return "n/a"
+    human = _duration(seconds)
+    return f"{seconds:.1f} s" + ("" if human.endswith(f"{seconds:.1f} s") else f" ({human})")
+
+
+def _stamp(ts: pd.Timestamp) -> str:
+    return "n/a" if ts is None or pd.isna(ts) else ts.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _overlap(a: pd.Series, b: pd.Series) -> bool:
+    return bool(a["lo"] <= b["hi"] and b["lo"] <= a["hi"])
+
+
+def _k_block(part: pd.DataFrame) -> list[str]:
+    """One K: the ranked table and the note on which methods the best is not separable from."""
+    part = part.sort_values(["rank", "task"])
+    rows = []
+    for _, r in part.iterrows():
+        name, mean = str(r["task"]), _num(r["mean"])
+        if r["best"]:
+            name, mean = f"**{name}**", f"**{mean}**"
+        ci = "n/a" if math.isnan(r["ci95"]) else f"[{r['lo']:.2f}, {r['hi']:.2f}]"
+        std = "n/a" if r["n"] < 2 else _num(r["std"])
+        rows.append([str(r["rank"]), name, mean, std, ci, str(r["n"])])
+    lines = _md_table(["rank", "method", "mean", "± std", "95% CI", "seeds (n)"], rows,
+                      ["r", "l", "r", "r", "l", "r"])
+    top = part.iloc[0]
+    others = part.iloc[1:]
+    notes = []
+    if math.isnan(top["ci95"]):
+        notes.append(f"The best, {top['task']}, has n = {top['n']} seed(s): its 95% CI is n/a, "
+                     "so whether it is separable from the others is unknown.")
+    else:
+        with_ci = others[others["ci95"].notna()]
+        pairs = [f"{top['task']} and {r['task']}" for _, r in with_ci.iterrows() if _overlap(top, r)]
+        if pairs:
+            notes.append(f"Intervals overlap: {'; '.join(pairs)} (not separable at 95%).")
+        elif len(with_ci):
+            notes.append(f"No other interval overlaps {top['task']}'s: its lead is separable at 95%.")
+    undefined = sorted(str(t) for t in others.loc[others["ci95"].isna(), "task"])
+    if undefined:
+        notes.append(f"95% CI n/a (fewer than 2 seeds): {', '.join(undefined)}.")
+    if notes:
+        lines += ["", " ".join(notes)]
+    return lines
+
+
+def _overview(stats: pd.DataFrame) -> list[str]:
+    """Main protocol, methods × K, `mean ± std`, best bold; methods ordered by mean rank over K."""
+    main = stats[stats["protocol"] == MAIN_PROTOCOL]
+    lines = [f"## Overview: {MAIN_PROTOCOL}", ""]
+    if main.empty:
+        return lines + [f"No {MAIN_PROTOCOL} results yet.", ""]
+    lines += ["Test accuracy %, mean ± std over seeds; **bold** = best per K; methods ordered by "
+              "their mean rank over K.", ""]
+    for setting, part in main.groupby(SETTING, dropna=False, sort=True):
+        ks = sorted(part["labels_per_class"].unique())
+        order = part.groupby("task")["rank"].mean().reset_index().sort_values(["rank", "task"])
+        rows = []
+        for task in order["task"]:
+            row = [str(task)]
+            for k in ks:
+                cell = part[(part["task"] == task) & (part["labels_per_class"] == k)]
+                if cell.empty:
+                    row.append("–")
+                    continue
+                c = cell.iloc[0]
+                text = f"{c['mean']:.2f} ± {'n/a' if c['n'] < 2 else _num(c['std'])}"
+                row.append(f"**{text}**" if c["best"] else text)
+            rows.append(row)
+        lines += [f"### {_setting_label(*setting)}", ""]
+        lines += _md_table(["method"] + [f"K={k}" for k in ks], rows, ["l"] + ["r"] * len(ks))
+        lines.append("")
+    return lines
+
+
+def _sections(stats: pd.DataFrame) -> list[str]:
+    lines: list[str] = []
+    for setting, spart in stats.groupby(SETTING, dropna=False, sort=True):
+        for protocol in sorted(spart["protocol"].unique(), key=_protocol_rank):
+            ppart = spart[spart["protocol"] == protocol]
+            lines += [f"## {protocol}: {_setting_label(*setting)}", ""]
+            for k in sorted(ppart["labels_per_class"].unique()):
+                lines += [f"### {protocol}, K = {k} labels per class", ""]
+                lines += _k_block(ppart[ppart["labels_per_class"] == k])
+                lines.append("")
+    return lines
+
+
+def _probe_summary(stats: pd.DataFrame) -> list[str]:
+    """Per method and K, the probed stage with the best mean: where a pretext task puts its use."""
+    lines = ["## Best probed stage per method", ""]
+    probes = stats[stats["protocol"].astype(str).str.match(PROBE)].copy()
+    if probes.empty:
+        return lines + ["No linear_probe_convN results yet.", ""]
+    probes["stage"] = probes["protocol"].astype(str).str.extract(PROBE, expand=False)
+    probes["depth"] = probes["stage"].str.extract(r"(\d+)", expand=False).astype(int)
+    lines += ["Which stage's features a linear probe reads best (mean test accuracy %); "
+              "ties go to the shallower stage.", ""]
+    for setting, part in probes.groupby(SETTING, dropna=False, sort=True):
+        ks = sorted(part["labels_per_class"].unique())
+        rows = []
+        for task, tpart in part.groupby("task", sort=True):
+            row = [str(task)]
+            for k in ks:
+                cell = tpart[tpart["labels_per_class"] == k].sort_values(["mean", "depth"],
+                                                                         ascending=[False, True])
+                row.append("–" if cell.empty else
+                           f"{cell.iloc[0]['stage']} ({cell.iloc[0]['mean']:.2f})")
+            rows.append(row)
+        lines += [f"### {_setting_label(*setting)}", ""]
+        lines += _md_table(["method"] + [f"K={k}" for k in ks], rows, ["l"] + ["l"] * len(ks))
+        lines.append("")
+    return lines
+
+
+# ----------------------------------------------------------------------------- compute time
+
+
+@dataclass
+class TimeSummary:
+    """Compute and wall-clock accounting of a leaderboard (seconds)."""
+
+    per_method: pd.DataFrame  # task, runs, pretrain_per_run, eval_per_run_<protocol>..., totals
+    protocols: list[str]
+    pretrain_total: float
+    eval_total: float
+    reused_runs: int
+    span_start: pd.Timestamp | None
+    span_end: pd.Timestamp | None
+    rows_without_start: int
+
+    @property
+    def compute_total(self) -> float:
+        known = [v for v in (self.pretrain_total, self.eval_total) if not math.isnan(v)]
+        return sum(known) if known else math.nan
+
+    @property
+    def span_seconds(self) -> float:
+        if self.span_start is None or self.span_end is None:
+            return math.nan
+        return (self.span_end - self.span_start).total_seconds()
+
+
+def _is_true(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value) if value is not None and not pd.isna(value) else False
+
+
+def compute_times(table: pd.DataFrame) -> TimeSummary:
+    """Pretraining counted once per pretraining, evaluation summed over rows, and the span.
+
+    Every row of a run repeats the run's `pretrain_seconds`, and a run that reused an earlier
+    pretraining (`pretrain_reused`) repeats the original's, so pretraining is keyed by
+    `pretrain_id` where recorded and by `run_id` otherwise; `eval_seconds` is per row.
+    """
+    df = _prepare(table)
+    has_id = df["pretrain_id"].notna()
+    df["pretrain_key"] = np.where(has_id, "pretrain:" + df["pretrain_id"].astype(str),
+                                  "run:" + df["run_id"].astype(str))
+    pre = df.groupby(["task", "pretrain_key"], dropna=False)["pretrain_seconds"].max().reset_index()
+    protocols = sorted(df["protocol"].dropna().unique(), key=_protocol_rank)
+    per_run_eval = (df.groupby(["task", "protocol", "run_id"], dropna=False)["eval_seconds"]
+                    .sum(min_count=1).reset_index())
+    rows = []
+    for task in sorted(df["task"].dropna().unique()):
+        tpre = pre.loc[pre["task"] == task, "pretrain_seconds"]
+        tev = per_run_eval[per_run_eval["task"] == task]
+        row: dict[str, object] = {"task": task, "runs": df.loc[df["task"] == task, "run_id"].nunique(),
+                                  "pretrain_per_run": tpre.mean(),
+                                  "pretrain_total": tpre.sum(min_count=1)}
+        for protocol in protocols:
+            row[f"eval_per_run_{protocol}"] = tev.loc[tev["protocol"] == protocol, "eval_seconds"].mean()
+        row["eval_total"] = tev["eval_seconds"].sum(min_count=1)
+        parts = [v for v in (row["pretrain_total"], row["eval_total"]) if not pd.isna(v)]
+        row["total"] = sum(parts) if parts else math.nan
+        rows.append(row)
+    per_method = pd.DataFrame(rows)
+    # The benchmark total dedups pretraining across methods too (a pretraining shared by tasks).
+    pretrain_total = float(df.groupby("pretrain_key")["pretrain_seconds"].max().sum(min_count=1))
+    eval_total = float(df["eval_seconds"].sum(min_count=1))
+    reused = int(df.loc[df["pretrain_reused"].map(_is_true), "run_id"].nunique())
+    # Rows lacking started_at (older CSVs) still prove the benchmark ran by their finished_at.
+    stamps = pd.concat([df["started_at"], df["finished_at"]]).dropna()
+    start = stamps.min() if len(stamps) else None
+    end = stamps.max() if len(stamps) else None
+    return TimeSummary(per_method, protocols, pretrain_total, eval_total, reused, start, end,
+                       int(df["started_at"].isna().sum()))
+
+
+def _time_section(times: TimeSummary) -> list[str]:
+    lines = ["## Wall-clock time", ""]
+    if times.per_method.empty:
+        return lines + ["No runs yet.", ""]
+    header = (["method", "runs", "pretrain s/run"] + [f"eval s/run ({p})" for p in times.protocols]
+              + ["pretrain total s", "eval total s", "total s"])
+    rows = []
+    for _, r in times.per_method.iterrows():
+        rows.append([str(r["task"]), str(r["runs"]), _num(r["pretrain_per_run"], 1)]
+                    + [_num(r[f"eval_per_run_{p}"], 1) for p in times.protocols]
+                    + [_num(r["pretrain_total"], 1), _num(r["eval_total"], 1), _num(r["total"], 1)])
+    lines += _md_table(header, rows, ["l"] + ["r"] * (len(header) - 1))
+    lines += ["", "Pretraining is counted once per pretraining (per `pretrain_id` where recorded, "
+              "else per run), evaluation once per (run, protocol, K) row; s/run are means over runs."]
+    if times.reused_runs:
+        lines.append(f"{times.reused_runs} run(s) reused an earlier pretraining.")
+    span = times.span_seconds
+    lines += ["",
+              f"- Total compute: {_secs(times.compute_total)} = "
+              f"pretraining {_secs(times.pretrain_total)} + evaluation {_secs(times.eval_total)}",
+              f"- Wall-clock span: {_stamp(times.span_start)} → {_stamp(times.span_end)}: {_secs(span)}"]
+    if not math.isnan(span) and span > 0 and not math.isnan(times.compute_total):
+        lines.append(f"- Compute / wall-clock: {times.compute_total / span:.2f}× "
+                     "(above 1 means runs overlapped)")
+    if times.rows_without_start:
+        lines.append(f"- {times.rows_without_start} row(s) lack `started_at`: the span starts at the "
+                     "earliest recorded time, so it may be short.")
+    return lines + [""]
+
+
+def _header(df: pd.DataFrame) -> list[str]:
+    def counts(col: str, short: bool = False) -> str:
+        runs = df.dropna(subset=[col]).groupby(col)["run_id"].nunique().sort_index()
+        if runs.empty:
+            return "n/a"
+        parts = []
+        for value, n in runs.items():
+            text = str(value)
+            if short:  # a 10-digit sha is unambiguous here; keep the -dirty flag visible
+                text = text[:10] + ("-dirty" if text.endswith("-dirty") else "")
+            parts.append(f"{text} ({n} run{'s' if n != 1 else ''})")
+        return ", ".join(parts)
+
+    pairs = df[["dataset", "pretrain_dataset"]].drop_duplicates().sort_values(["dataset", "pretrain_dataset"])
+    data = ", ".join(_setting_label(d, p, "").rstrip(" /") for d, p in pairs.itertuples(index=False))
+    finished = df["finished_at"].dropna()
+    dates = (f"{_stamp(finished.min())} → {_stamp(finished.max())}" if len(finished) else "n/a")
+    return ["# Leaderboard", "",
+            f"- Data set(s): {data or 'n/a'}",
+            f"- Profile(s): {counts('profile')}",
+            f"- Git sha(s): {counts('git_sha', short=True)}",
+            f"- Runs: {df['run_id'].nunique()} ({len(df)} result rows)",
+            f"- Finished: {dates}", "",
+            "Regenerated from the leaderboard CSV by `ssl-bench-leaderboard`; do not edit. "
+            "Test accuracy in percent, mean over seeds; ± std is the sample standard deviation; "
+            "95% CI is mean ± t(0.975, n−1)·std/√n (n/a below 2 seeds).", ""]
+
+
+def render_markdown(table: pd.DataFrame) -> str:
+    """The whole LEADERBOARD.md text."""
+    df = _prepare(table)
+    if df.empty:
+        return "# Leaderboard\n\nThe leaderboard is empty: run `ssl-bench` (or `make smoke`) first.\n"
+    stats = compute_stats(table)
+    lines = (_header(df) + _overview(stats) + _sections(stats) + _probe_summary(stats)
+             + _time_section(compute_times(table)))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _colors(tasks: list[str]) -> dict[str, tuple]:
+    """One colour per method, stable across both plots."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(tasks) <= 10 else "tab20"]
+    return {t: cmap(i % cmap.N) for i, t in enumerate(sorted(tasks))}
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _placeholder(path: Path, message: str) -> None:
+    """An explicit 'nothing yet' image, so a stale plot never outlives the data it showed."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 2))
+    fig.text(0.5, 0.5, message, ha="center", va="center")
+    _save(fig, path)
+
+
+def plot_accuracy_vs_labels(table: pd.DataFrame, path: Path) -> None:
+    """Main-protocol accuracy against K (log x), a line per method with its 95% CI band."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    stats = compute_stats(table)
+    main = stats[stats["protocol"] == MAIN_PROTOCOL]
+    if main.empty:
+        _placeholder(path, f"no {MAIN_PROTOCOL} results yet")
+        return
+    settings = list(main.groupby(SETTING, dropna=False, sort=True))
+    colors = _colors(list(stats["task"].unique()))
+    fig = Figure(figsize=(7 * len(settings), 5), layout="constrained")
+    axes = fig.subplots(1, len(settings), squeeze=False)[0]
+    for ax, (setting, part) in zip(axes, settings):
+        for task, tpart in part.groupby("task", sort=True):
+            tpart = tpart.sort_values("labels_per_class")
+            k = tpart["labels_per_class"].to_numpy(dtype=float)
+            ax.plot(k, tpart["mean"], marker="o", color=colors[task], label=str(task))
+            band = tpart["n"] >= 2  # CI undefined below two seeds: no band there
+            lo = tpart["lo"].where(band).to_numpy(dtype=float)
+            hi = tpart["hi"].where(band).to_numpy(dtype=float)
+            if np.isfinite(lo).any():
+                ax.fill_between(k, lo, hi, where=np.isfinite(lo), color=colors[task], alpha=0.18,
+                                linewidth=0)
+        ks = sorted(part["labels_per_class"].unique())
+        ax.set_xscale("log")
+        ax.set_xticks(ks)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("labels per class (K, log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{_setting_label(*setting)}, {MAIN_PROTOCOL}\nmean over seeds, band = 95% CI")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    _save(fig, path)
+
+
+def _chosen_ks(ks: list[int]) -> list[int]:
+    """Smallest, middle and largest K: the trend without a subplot per K."""
+    ks = sorted(ks)
+    return ks if len(ks) <= 3 else [ks[0], ks[len(ks) // 2], ks[-1]]
+
+
+def _spearman(means: pd.DataFrame) -> tuple[float, int]:
+    """Rank correlation across methods whose pretext metric is an accuracy (others differ in kind)."""
+    from scipy.stats import spearmanr
+
+    acc = means[means["pretext_metric_name"].astype(str).str.contains("acc", case=False)]
+    n = acc["task"].nunique()
+    if n < 3:
+        return math.nan, n
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: rho is nan, shown as n/a
+        rho = spearmanr(acc["x"], acc["y"]).statistic
+    return float(rho), n
+
+
+def plot_pretext_vs_downstream(table: pd.DataFrame, path: Path) -> None:
+    """Pretext metric (x) against main-protocol accuracy (y): does the pretext score predict it?
+
+    One subplot per chosen K (rows: settings); a small point per run, a large edged marker per
+    method mean; colour = method, marker = metric name, since metric names are not comparable.
+    """
+    from matplotlib.figure import Figure
+
+    df = _prepare(table)
+    colors = _colors(list(df["task"].unique()))  # the same colour per method as the other plot
+    df = df[(df["protocol"] == MAIN_PROTOCOL) & df["pretext_metric"].notna()].copy()
+    if df.empty:
+        _placeholder(path, f"no {MAIN_PROTOCOL} results with a pretext metric yet")
+        return
+    df["pretext_metric_name"] = df["pretext_metric_name"].fillna("metric").astype(str)
+    names = sorted(df["pretext_metric_name"].unique())
+    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(names)}
+    settings = list(df.groupby(SETTING, dropna=False, sort=True))
+    ncols = max(len(_chosen_ks(list(p["labels_per_class"].unique()))) for _, p in settings)
+    fig = Figure(figsize=(5.5 * ncols, 4.5 * len(settings)), layout="constrained")
+    axes = fig.subplots(len(settings), ncols, squeeze=False)
+    for row, (setting, part) in zip(axes, settings):
+        ks = _chosen_ks(list(part["labels_per_class"].unique()))
+        for ax, k in zip(row, ks):
+            kpart = part[part["labels_per_class"] == k]
+            means = (kpart.groupby(["task", "pretext_metric_name"])
+                     .agg(x=("pretext_metric", "mean"), y=("test_acc", "mean")).reset_index())
+            for (task, name), g in kpart.groupby(["task", "pretext_metric_name"], sort=True):
+                ax.scatter(g["pretext_metric"], g["test_acc"], color=colors[task], marker=markers[name],
+                           alpha=0.45, s=22, label=f"{task} ({name})")
+            for _, m in means.iterrows():
+                ax.scatter([m["x"]], [m["y"]], color=colors[m["task"]],
+                           marker=markers[m["pretext_metric_name"]], s=110, edgecolors="black",
+                           linewidths=1.2, zorder=3)
+            rho, n = _spearman(means)
+            corr = (f"Spearman ρ = {rho:.2f} over {n} accuracy-metric methods" if not math.isnan(rho)
+                    else f"Spearman n/a ({n} accuracy-metric method(s), need ≥ 3)")
+            ax.set_title(f"{_setting_label(*setting)}, K = {k}\n{corr}", fontsize="medium")
+            ax.set_xlabel("pretext metric (units per metric name, see legend)")
+            ax.set_ylabel(f"{MAIN_PROTOCOL} test accuracy (%)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize="x-small", title="method (metric name); big = mean",
+                      title_fontsize="x-small")
+        for ax in row[len(ks):]:
+            ax.set_visible(False)
+    _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def write_report(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Write LEADERBOARD.md and the two plots into `out_dir` (atomically); return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / MARKDOWN_NAME
+    atomic_write_bytes(md, render_markdown(table).encode())
+    acc = out_dir / ACCURACY_PLOT
+    plot_accuracy_vs_labels(table, acc)
+    pre = out_dir / PRETEXT_PLOT
+    plot_pretext_vs_downstream(table, pre)
+    return [md, acc, pre]
