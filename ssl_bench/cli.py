@@ -7,12 +7,16 @@ Examples:
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
+import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -25,16 +29,48 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("ssl_bench")
 
 
+def _fail(message: str) -> NoReturn:
+    """A problem the user can fix: one clear message, no traceback, exit status 2."""
+    log.error("%s", message)
+    print(f"ssl-bench: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Fail early, with a clear message, when `folder` cannot be created or written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        _fail(f"cannot write to {what} {folder} ({exc.strerror or exc}); choose a writable folder "
+              f"(e.g. paths.runs_dir=/some/where) or free some space")
+
+
+class OutputCheck(Callback):
+    """Checks the output folders before Hydra creates any run folder in them."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        check_writable(Path(config.paths.runs_dir), "paths.runs_dir")
+        check_writable(Path(config.leaderboard.path).parent, "the leaderboard's folder")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        self.on_run_start(config)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _app(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, run_dir)
     except UserError as exc:
-        # a problem the user can fix: one clear message, no traceback, non-zero exit
-        log.error("%s", exc)
-        print(f"ssl-bench: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(exc))
+    except OSError as exc:  # a full disk or a folder that became unwritable mid-run
+        if exc.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.ENOENT):
+            raise
+        _fail(f"cannot write {exc.filename or 'a result file'} ({exc.strerror}); free some space or "
+              f"choose a writable paths.runs_dir, then run the same command again: finished "
+              f"rows and checkpoints are kept and reused")
     if HydraConfig.get().mode == RunMode.RUN:  # a sweep prints it once, at the end (Makefile)
         print(format_summary(read(Path(cfg.leaderboard.path))))
 

@@ -59,6 +59,8 @@ def _data_identity(data_cfg: DictConfig | None) -> dict | None:
         return None
     ident = OmegaConf.to_container(data_cfg, resolve=True)
     ident.pop("cache_dir", None)  # type: ignore[union-attr]
+    # without it a bad file stops the run, so results never depend on it
+    ident.pop("skip_bad_files", None)  # type: ignore[union-attr]
     if ident.get("root"):  # type: ignore[union-attr]
         ident["root"] = str(Path(ident["root"]).expanduser().resolve())  # type: ignore[index]
     return ident  # type: ignore[return-value]

@@ -113,8 +113,11 @@ def test_cli_bad_data_root_is_one_clear_line(tmp_path):
 
 
 def test_same_seed_and_config_give_identical_results(make_cfg, tmp_path):
-    cfg = make_cfg("profile=smoke", "data=synthetic", "task=inpainting", "seed=3")
-    first = run(cfg, tmp_path / "a")
-    second = run(cfg, tmp_path / "b")
+    # separate output folders: with a shared one the second run would just read the first's rows
+    first = run(make_cfg("profile=smoke", "data=synthetic", "task=inpainting", "seed=3",
+                         f"paths.runs_dir={tmp_path / 'a'}"), tmp_path / "a" / "run")
+    second = run(make_cfg("profile=smoke", "data=synthetic", "task=inpainting", "seed=3",
+                          f"paths.runs_dir={tmp_path / 'b'}"), tmp_path / "b" / "run")
+    assert not first[0].get("pretrain_reused") and not second[0].get("pretrain_reused")
     assert [r["test_acc"] for r in first] == [r["test_acc"] for r in second]
     assert first[0]["pretext_metric"] == second[0]["pretext_metric"]

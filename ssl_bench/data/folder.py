@@ -40,7 +40,10 @@ def list_split(split_dir: Path, classes: list[str] | None) -> tuple[list[str], l
     if classes is None:
         classes = found
     elif sorted(classes) != found:
-        raise DataError(f"{split_dir} has class folders {found}, expected {sorted(classes)}")
+        missing = sorted(set(classes) - set(found))
+        extra = sorted(set(found) - set(classes))
+        raise DataError(f"{split_dir} has different class folders than expected: missing {missing}, "
+                        f"unexpected {extra}; train/ and test/ must hold the same class folders")
     entries = []
     for label, name in enumerate(classes):
         with os.scandir(split_dir / name) as it:
@@ -67,26 +70,45 @@ def _decode(path: Path, image_size: int | None) -> torch.Tensor:
         raise DataError(f"cannot decode image {path}: {exc}; delete or replace the file") from exc
 
 
-def decode_split(split_dir: Path, entries: list[Entry],
-                 image_size: int | None, workers: int = 4) -> torch.Tensor:
-    """Decode every listed file into one uint8 tensor N×3×H×W (PIL releases the GIL)."""
+def decode_split(split_dir: Path, entries: list[Entry], image_size: int | None,
+                 skip_bad_files: bool = False, workers: int = 4) -> tuple[torch.Tensor, list[Entry]]:
+    """Decode every listed file into one uint8 tensor N×3×H×W (PIL releases the GIL).
+
+    A file that cannot be decoded is an error naming it, or, with `skip_bad_files`, left
+    out with a warning that counts them. Returns the images and the entries kept.
+    """
+    def decode(entry: Entry) -> torch.Tensor | DataError:
+        try:
+            return _decode(split_dir / entry[0], image_size)
+        except DataError as exc:
+            if not skip_bad_files:
+                raise
+            return exc
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        tensors = list(pool.map(lambda e: _decode(split_dir / e[0], image_size), entries,
-                                chunksize=256))
-    sizes = {tuple(t.shape) for t in tensors}
+        decoded = list(pool.map(decode, entries, chunksize=256))
+    bad = [e[0] for e, t in zip(entries, decoded) if isinstance(t, DataError)]
+    if bad:
+        log.warning("skipped %d unreadable file(s) in %s (data.skip_bad_files=true): %s%s",
+                    len(bad), split_dir, ", ".join(bad[:5]), " ..." if len(bad) > 5 else "")
+    kept = [(e, t) for e, t in zip(entries, decoded) if isinstance(t, torch.Tensor)]
+    if not kept:
+        raise DataError(f"no readable images in {split_dir}")
+    sizes = {tuple(t.shape) for _, t in kept}
     if len(sizes) > 1:
         raise DataError(f"images in {split_dir} have different sizes {sorted(sizes)[:4]}...; "
                         "set data.image_size to resize them to one size")
-    return torch.stack(tensors)
+    return torch.stack([t for _, t in kept]), [e for e, _ in kept]
 
 
 def load_image_folder(root: str | Path, classes: list[str] | None = None,
                       image_size: int | None = None, cache_dir: str | Path | None = None,
-                      ) -> tuple[ImageSet, ImageSet]:
+                      skip_bad_files: bool = False) -> tuple[ImageSet, ImageSet]:
     """Load train and test splits of an image folder, through the cache when one is given.
 
     `classes` fixes the class order (e.g. CIFAR-10's canonical order); by default it is
-    the sorted folder names.
+    the sorted folder names. `skip_bad_files` leaves out files that cannot be decoded
+    instead of stopping at the first one.
     """
     root = Path(root)
     if not is_image_folder_root(root):
@@ -94,7 +116,7 @@ def load_image_folder(root: str | Path, classes: list[str] | None = None,
                         f"{root}/test/<class>/ folders of images; point data.root at one")
     classes, train_entries = list_split(root / "train", classes)
     _, test_entries = list_split(root / "test", classes)
-    key_src = repr((CACHE_VERSION, str(root.resolve()), classes, image_size,
+    key_src = repr((CACHE_VERSION, str(root.resolve()), classes, image_size, skip_bad_files,
                     train_entries, test_entries)).encode()
     key = hashlib.sha256(key_src).hexdigest()[:20]
     cache_file = Path(cache_dir) / f"imagefolder-{key}.pt" if cache_dir else None
@@ -108,10 +130,16 @@ def load_image_folder(root: str | Path, classes: list[str] | None = None,
             log.warning("ignoring unreadable cache %s (%s)", cache_file, exc)
     log.info("decoding %d + %d images from %s (cached afterwards)",
              len(train_entries), len(test_entries), root)
-    train = ImageSet(decode_split(root / "train", train_entries, image_size),
-                     torch.tensor([e[3] for e in train_entries]), classes)
-    test = ImageSet(decode_split(root / "test", test_entries, image_size),
-                    torch.tensor([e[3] for e in test_entries]), classes)
+    splits = []
+    for split, entries in (("train", train_entries), ("test", test_entries)):
+        images, kept = decode_split(root / split, entries, image_size, skip_bad_files)
+        labels = torch.tensor([e[3] for e in kept])
+        empty = [classes[c] for c in range(len(classes)) if not (labels == c).any()]
+        if empty:
+            raise DataError(f"class folder(s) {empty} in {root / split} hold no readable images; "
+                            "remove them or add images")
+        splits.append(ImageSet(images, labels, classes))
+    train, test = splits
     if cache_file is not None:
         _write_cache(cache_file, train, test)
     return train, test

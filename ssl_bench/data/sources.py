@@ -51,7 +51,8 @@ def _missing(name: str, root: Path) -> DataError:
 
 
 def load_torchvision(name: str, root: str, download: bool = False,
-                     image_size: int | None = None, cache_dir: str | None = None) -> DataSplits:
+                     image_size: int | None = None, cache_dir: str | None = None,
+                     skip_bad_files: bool = False) -> DataSplits:
     """CIFAR-10/100 or STL-10, from torchvision's files or from an image-folder copy."""
     if name not in _TORCHVISION:
         raise DataError(f"unknown torchvision data set {name!r}; choose one of {sorted(_TORCHVISION)}")
@@ -60,7 +61,7 @@ def load_torchvision(name: str, root: str, download: bool = False,
     canonical = CIFAR10_CLASSES if name == "cifar10" else None
     if root_path.is_dir() and is_image_folder_root(root_path):
         log.info("%s: using the image-folder layout at %s", name, root_path)
-        train, test = load_image_folder(root_path, canonical, image_size, cache_dir)
+        train, test = load_image_folder(root_path, canonical, image_size, cache_dir, skip_bad_files)
         return DataSplits(name, train, test, source=f"image folder {root_path}")
     if not (root_path / folder).is_dir() and not download:
         raise _missing(name, root_path)
@@ -89,13 +90,13 @@ def load_torchvision(name: str, root: str, download: bool = False,
 
 
 def load_folder(name: str, root: str, image_size: int | None = None,
-                cache_dir: str | None = None) -> DataSplits:
+                cache_dir: str | None = None, skip_bad_files: bool = False) -> DataSplits:
     """Any `root/{train,test}/<class>/` tree; classes in sorted folder-name order."""
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
         raise DataError(f"data.root={root_path} does not exist; point it at a folder with "
                         "train/<class>/ and test/<class>/ image folders")
-    train, test = load_image_folder(root_path, None, image_size, cache_dir)
+    train, test = load_image_folder(root_path, None, image_size, cache_dir, skip_bad_files)
     return DataSplits(name, train, test, source=f"image folder {root_path}")
 
 

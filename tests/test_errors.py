@@ -1,0 +1,124 @@
+"""Bad input: each case ends in one clear message on stderr, exit status != 0, no traceback.
+
+Every case runs the real command (`python -m ssl_bench`) in a subprocess, as a user would,
+and fails before any training, so each costs a few seconds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import PROJECT_ROOT
+
+QUICK = ["profile=smoke", "progress=false", "eval.probes.enabled=false"]
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ssl_bench", *QUICK, f"paths.runs_dir={tmp_path / 'runs'}",
+         f"paths.cache_dir={tmp_path / 'cache'}", *args],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _assert_clear_error(res: subprocess.CompletedProcess, *fragments: str, status: int = 2) -> None:
+    assert res.returncode == status, (res.returncode, res.stderr[-3000:])
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in res.stderr, (fragment, res.stderr[-3000:])
+
+
+def _image_tree(root: Path, classes=("a", "b"), per_class=3, size=32) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i}.png")
+    return root
+
+
+def _folder_args(root: Path, *extra: str) -> list[str]:
+    return ["data=image_folder", f"data.root={root}", "eval.labels_per_class=[1,2]", *extra]
+
+
+@pytest.mark.parametrize("override, listed", [
+    ("task=rotatoin", "relative_position"), ("data=cifar11", "synthetic"),
+    ("backbone=resnet", "small"), ("profile=gpu", "paper")])
+def test_unknown_group_option_lists_the_valid_ones(tmp_path, override, listed):
+    res = _cli(tmp_path, override)
+    _assert_clear_error(res, override.split("=")[1], "Available options", listed, status=1)
+
+
+def test_missing_data_root_says_how_to_get_the_data(tmp_path):
+    res = _cli(tmp_path, f"data.root={tmp_path / 'nowhere'}")
+    _assert_clear_error(res, "no cifar10 data set found", "data.root", "data.download=true")
+
+
+def test_folder_without_a_data_set_is_named(tmp_path):
+    (tmp_path / "junk").mkdir()
+    res = _cli(tmp_path, "data=image_folder", f"data.root={tmp_path / 'junk'}")
+    _assert_clear_error(res, "is not an image folder", "train/<class>")
+
+
+def test_corrupt_file_is_named_and_can_be_skipped(tmp_path):
+    root = _image_tree(tmp_path / "imgs")
+    (root / "train" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    res = _cli(tmp_path, *_folder_args(root))
+    _assert_clear_error(res, "broken.png", "delete or replace")
+    res = _cli(tmp_path, *_folder_args(root, "data.skip_bad_files=true", "task=random"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "skipped 1 unreadable file(s)" in res.stdout + res.stderr
+
+
+def test_truncated_image_is_named(tmp_path):
+    root = _image_tree(tmp_path / "imgs")
+    good = (root / "test" / "b" / "0.png").read_bytes()
+    (root / "test" / "b" / "0.png").write_bytes(good[: len(good) // 2])
+    _assert_clear_error(_cli(tmp_path, *_folder_args(root)), "0.png", "cannot decode")
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    root = _image_tree(tmp_path / "imgs")
+    (root / "train" / "c").mkdir()
+    (root / "test" / "c").mkdir()
+    _assert_clear_error(_cli(tmp_path, *_folder_args(root)), "holds no images", "/c")
+
+
+def test_train_and_test_with_different_classes(tmp_path):
+    root = _image_tree(tmp_path / "imgs")
+    _image_tree(tmp_path / "extra", classes=("z",))
+    (tmp_path / "extra" / "test" / "z").rename(root / "test" / "z")
+    _assert_clear_error(_cli(tmp_path, *_folder_args(root)), "unexpected ['z']",
+                        "must hold the same class folders")
+
+
+@pytest.mark.parametrize("ks", ["[5,1000]", "[0,5]", "[-3]"])
+def test_k_out_of_range(tmp_path, ks):
+    res = _cli(tmp_path, "data=synthetic", f"eval.labels_per_class={ks}")
+    _assert_clear_error(res, "eval.labels_per_class", "1..")
+
+
+@pytest.mark.parametrize("task, size, fragment", [
+    ("jigsaw", 16, "task.module.grid"), ("relative_position", 12, "task.module.patch")])
+def test_images_too_small_for_the_task(tmp_path, task, size, fragment):
+    res = _cli(tmp_path, "data=synthetic", f"data.image_size={size}", f"task={task}")
+    _assert_clear_error(res, fragment, "data.image_size")
+
+
+def test_non_finite_loss_names_the_step_and_suggests_a_lower_lr(tmp_path):
+    res = _cli(tmp_path, "data=synthetic", "task=rotation", "train.optimizer.lr=1e30")
+    _assert_clear_error(res, "at step", "lower train.optimizer.lr")
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    res = _cli(tmp_path, "data=synthetic", f"paths.runs_dir={blocker / 'runs'}")
+    _assert_clear_error(res, "cannot write to paths.runs_dir", "choose a writable folder")
