@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import time
 from dataclasses import asdict
@@ -44,6 +45,19 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={name} asked for, but CUDA is not available; use device=auto or cpu")
     return device
+
+
+def make_deterministic() -> None:
+    """Deterministic kernels only (GPU): slower, but the same numbers on every run.
+
+    On CPU the code is deterministic already. On CUDA some kernels (e.g. the backward of
+    max pooling and cuDNN's auto-tuned convolutions) may add in varying order; this turns
+    them off or makes them raise, so a run either repeats exactly or says which op cannot.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
 def build_backbone(cfg: DictConfig, seed: int) -> ConvBackbone:
@@ -166,6 +180,8 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        make_deterministic()
     seed = int(cfg.seed)
     # everything not drawn from an explicit generator (e.g. head initialisation) follows the seed
     torch.manual_seed(seed)

@@ -119,5 +119,10 @@ def test_same_seed_and_config_give_identical_results(make_cfg, tmp_path):
     second = run(make_cfg("profile=smoke", "data=synthetic", "task=inpainting", "seed=3",
                           f"paths.runs_dir={tmp_path / 'b'}"), tmp_path / "b" / "run")
     assert not first[0].get("pretrain_reused") and not second[0].get("pretrain_reused")
-    assert [r["test_acc"] for r in first] == [r["test_acc"] for r in second]
-    assert first[0]["pretext_metric"] == second[0]["pretext_metric"]
+    varying = {"pretrain_seconds", "eval_seconds", "started_at", "finished_at", "run_dir"}
+
+    def stable(rows: list[dict]) -> list[str]:  # rows as text, minus times and folders
+        return sorted(repr(sorted((k, v) for k, v in r.items() if k not in varying)) for r in rows)
+
+    assert len(first) == len(second) > 2
+    assert stable(first) == stable(second)
