@@ -8,7 +8,7 @@ SEEDS     ?= 0,1,2
 TASKS     ?= rotation,jigsaw,relative_position,inpainting,multitask,multitask_all,layerwise,random,supervised,supervised_pretrain
 ARGS      ?=
 
-.PHONY: setup test test-real smoke show benchmark transfer leaderboard lint clean
+.PHONY: setup test test-real smoke show benchmark transfer leaderboard perf lint clean
 
 setup: $(VENV)/.installed
 
@@ -55,6 +55,9 @@ show: setup                      ## PNGs of what each pretext task asks: runs/sh
 
 leaderboard: setup               ## summary + runs/LEADERBOARD.md and plots, from runs/leaderboard.csv alone
 	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
+
+perf: setup                      ## ours vs a conventional DataLoader pipeline, evaluator, FLOP/s, memory: runs/perf.{csv,md}
+	$(BIN)/ssl-bench-perf --data-root $(DATA_ROOT) --out runs/perf.csv $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check ssl_bench tests

@@ -32,6 +32,7 @@ from ssl_bench.batching import index_batches, map_chunks
 from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.imageset import DataSplits
 from ssl_bench.data.subsets import balanced_subset
+from ssl_bench.device import autocast
 from ssl_bench.optim import make_optimizer, make_schedule
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ def make_classifier(backbone: ConvBackbone, num_classes: int, reinit_conv3: bool
 def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: int,
              device: torch.device, channels_last: bool = True, progress: bool = True,
              ks: Sequence[int] | None = None,
-             on_result: Callable[[dict], None] | None = None) -> list[dict]:
+             on_result: Callable[[dict], None] | None = None,
+             precision: str = "fp32") -> list[dict]:
     """Run the protocol for each K in `ks` (default `cfg.labels_per_class`).
 
     Returns one result dict per K, and hands each to `on_result` as soon as it exists, so
@@ -137,7 +139,7 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
                                 seed * 100_003 + k).to(device, memory_format=memory_format)
         steps = num_steps(len(subset), cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps)
         final_loss = train_classifier(model, batch_features, labels, steps, cfg, seed + k, device,
-                                      desc=f"eval K={k}", progress=progress)
+                                      desc=f"eval K={k}", progress=progress, precision=precision)
         acc = accuracy(model, test_features, data.test.labels.to(device), cfg.chunk_size, model)
         seconds = time.perf_counter() - k_start + shared_seconds / len(ks)
         log.info("K=%d: test accuracy %.2f%% after %d steps (%.1fs)", k, acc, steps, seconds)
@@ -151,7 +153,8 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
 def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSplits,
                      cfg: DictConfig, seed: int, device: torch.device, channels_last: bool = True,
                      progress: bool = True, ks: Sequence[int] | None = None,
-                     on_result: Callable[[dict], None] | None = None) -> list[dict]:
+                     on_result: Callable[[dict], None] | None = None,
+                     precision: str = "fp32") -> list[dict]:
     """The supervised baseline: the whole network trained from scratch on each K subset.
 
     Same labelled images as every other method with this seed, same augmentation (crop +
@@ -180,7 +183,8 @@ def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSp
             return x.contiguous(memory_format=memory_format)
 
         final_loss = train_classifier(model, batch_inputs, labels, cfg.scratch_steps, cfg,
-                                      seed + k, device, desc=f"supervised K={k}", progress=progress)
+                                      seed + k, device, desc=f"supervised K={k}", progress=progress,
+                                      precision=precision)
         acc = accuracy(image_predictor(model, mean, std, memory_format), test_images,
                        data.test.labels.to(device), cfg.chunk_size, model)
         seconds = time.perf_counter() - k_start
@@ -202,7 +206,7 @@ def image_predictor(model: nn.Module, mean: torch.Tensor, std: torch.Tensor,
 def train_classifier(model: nn.Module,
                      batch_features: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
                      labels: torch.Tensor, steps: int, cfg: DictConfig, seed: int,
-                     device: torch.device, desc: str, progress: bool) -> float:
+                     device: torch.device, desc: str, progress: bool, precision: str = "fp32") -> float:
     """Fit `model` on features from `batch_features(indices, generator)`; returns final loss."""
     optimizer = make_optimizer(model.parameters(), **cfg.optimizer)
     schedule = make_schedule(optimizer, cfg.schedule, total_steps=steps)
@@ -212,7 +216,8 @@ def train_classifier(model: nn.Module,
     loss = torch.zeros(())
     for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         idx = next(batches).to(device)
-        loss = F.cross_entropy(model(batch_features(idx, aug_gen)), labels[idx])
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(batch_features(idx, aug_gen)), labels[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

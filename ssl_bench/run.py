@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.data import DataSplits, load_data
+from ssl_bench.device import resolve_device
 from ssl_bench.errors import UserError, instantiate
 from ssl_bench.evaluate import evaluate, evaluate_scratch
 from ssl_bench.leaderboard import append_rows
@@ -35,16 +36,6 @@ from ssl_bench.tasks.base import PretextTask
 from ssl_bench.train import PretrainResult, load_checkpoint, pretrain
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when available; an unavailable explicit device is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name} asked for, but CUDA is not available; use device=auto or cpu")
-    return device
 
 
 def make_deterministic() -> None:
@@ -161,7 +152,7 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
         atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(
             OmegaConf.create(pretrain_identity(cfg))).encode())
         result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.seed),
-                          cfg.channels_last, cfg.progress)
+                          cfg.channels_last, cfg.progress, cfg.precision)
         atomic_write_json(done, {"result": asdict(result), "git_sha": git_sha(),
                                  "finished_at": now_iso()})
         return result, False, folder
@@ -254,10 +245,11 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     main_ks = [k for p, k in todo if p == cfg.eval.protocol]
     if cfg.task.evaluation == "scratch":
         evaluate_scratch(lambda s: build_backbone(cfg.backbone, s), eval_data, cfg.eval, seed,
-                         device, cfg.channels_last, cfg.progress, ks=main_ks, on_result=record)
+                         device, cfg.channels_last, cfg.progress, ks=main_ks, on_result=record,
+                         precision=cfg.precision)
     elif cfg.task.evaluation == "frozen":
         evaluate(backbone, eval_data, cfg.eval, seed, device, cfg.channels_last, cfg.progress,
-                 ks=main_ks, on_result=record)
+                 ks=main_ks, on_result=record, precision=cfg.precision)
         for result in run_probes(backbone, eval_data, cfg.eval.probes,
                                  [int(k) for k in cfg.eval.probes.labels_per_class], seed, device,
                                  cfg.eval.chunk_size, skip=done_keys):

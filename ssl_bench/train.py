@@ -25,6 +25,7 @@ from ssl_bench.backbone import ConvBackbone
 from ssl_bench.batching import index_batches
 from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.imageset import DataSplits
+from ssl_bench.device import autocast
 from ssl_bench.errors import NonFiniteLossError
 from ssl_bench.optim import make_optimizer, make_schedule
 from ssl_bench.runlog import append_jsonl, atomic_torch_save, atomic_write_bytes
@@ -110,7 +111,7 @@ def _keep_logged_epochs(path: Path, last_epoch: int) -> None:
 
 def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: DictConfig,
              run_dir: Path, device: torch.device, seed: int, channels_last: bool = True,
-             progress: bool = True) -> PretrainResult:
+             progress: bool = True, precision: str = "fp32") -> PretrainResult:
     """Train `backbone` + `task`'s modules as `cfg` (the `train` node) says.
 
     `run_dir/checkpoint.pt` is written after every epoch (atomically) with the weights,
@@ -161,8 +162,9 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
                 x = augment(to_float(images[idx], mean, std), cfg.augment.crop_padding,
                             cfg.augment.flip, aug_gen)
                 inputs, targets = task.make_batch(x, aug_gen, labels[idx] if labels is not None else None)
-                outputs = task(backbone, to_memory_format(inputs, memory_format))
-                loss = task.loss(outputs, targets)
+                with autocast(device, precision):
+                    outputs = task(backbone, to_memory_format(inputs, memory_format))
+                    loss = task.loss(outputs, targets)
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
                         f"pretraining loss became {loss.item()} at step {step + 1} (epoch {epoch}); "
