@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -28,8 +29,10 @@ def test_composed_config_runs_end_to_end(make_cfg, tmp_path, task):
     run_dir = tmp_path / "run"
     rows = run(cfg, run_dir)
     table = pd.read_csv(cfg.leaderboard.path)
-    assert len(table) == 2 and list(table.columns) == COLUMNS
-    assert sorted(table.labels_per_class) == [5, 20]
+    assert list(table.columns) == COLUMNS
+    probes = 0 if task == "supervised" else 5  # 3 linear probes + 2 k-NN on the frozen backbone
+    assert len(table) == 2 * (1 + probes) and len(rows) == len(table)
+    assert sorted(table[table.protocol == "conv3_linear"].labels_per_class) == [5, 20]
     assert set(table.task) == {task} and set(table.seed) == {1}
     assert set(table.dataset) == {"synthetic"} and set(table.backbone) == {"small"}
     assert table.test_acc.between(0, 100).all()
@@ -39,7 +42,9 @@ def test_composed_config_runs_end_to_end(make_cfg, tmp_path, task):
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["seed"] == 1 and meta["git_sha"] and meta["finished_at"]
     if task in PRETRAINED:
-        assert (run_dir / "checkpoint.pt").is_file()
+        pretrain_dir = Path(cfg.paths.runs_dir) / "pretrain" / rows[0]["pretrain_id"]
+        assert (pretrain_dir / "checkpoint.pt").is_file() and (pretrain_dir / "pretrain.json").is_file()
+        run_dir = pretrain_dir  # where the pretraining's own files are
         assert table.pretext_metric.notna().all()
         assert set(table.pretext_metric_name) == {METRICS.get(task, "accuracy")}
         lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -48,7 +53,7 @@ def test_composed_config_runs_end_to_end(make_cfg, tmp_path, task):
         if task in ARTEFACTS:
             assert (run_dir / ARTEFACTS[task]).stat().st_size > 0
     else:
-        assert not (run_dir / "checkpoint.pt").exists()
+        assert not (Path(cfg.paths.runs_dir) / "pretrain").exists()
         assert table.pretext_metric.isna().all()
 
 
@@ -99,8 +104,9 @@ def test_cli_sweep_writes_one_row_per_run_and_k(tmp_path):
                f"paths.cache_dir={tmp_path / 'cache'}", cwd=PROJECT_ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
     table = pd.read_csv(tmp_path / "runs" / "leaderboard.csv")
-    assert len(table) == 4
-    assert sorted(zip(table.seed, table.labels_per_class)) == [(0, 5), (0, 20), (1, 5), (1, 20)]
+    assert len(table) == 4 * 6  # 2 runs x 2 K x (conv3_linear + 3 linear probes + 2 k-NN)
+    main = table[table.protocol == "conv3_linear"]
+    assert sorted(zip(main.seed, main.labels_per_class)) == [(0, 5), (0, 20), (1, 5), (1, 20)]
     assert table.run_id.nunique() == 2
     assert len(list((tmp_path / "runs" / "multirun").glob("*/*/results.json"))) == 2
 
