@@ -8,7 +8,7 @@ SEEDS     ?= 0,1,2
 TASKS     ?= rotation,jigsaw,relative_position,inpainting,multitask,multitask_all,layerwise,random,supervised,supervised_pretrain
 ARGS      ?=
 
-.PHONY: setup test test-real smoke show benchmark transfer leaderboard perf lint clean
+.PHONY: setup test test-real smoke show benchmark benchmark-slurm transfer search search-benchmark leaderboard perf lint clean
 
 setup: $(VENV)/.installed
 
@@ -41,12 +41,35 @@ benchmark: setup                 ## every method x SEEDS on real CIFAR-10 with P
 	$(BIN)/ssl-bench experiment=benchmark task=$(TASKS) seed=$(SEEDS) profile=$(PROFILE) data.root=$(DATA_ROOT) $(ARGS)
 	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
 
+# SLURM (conf/hydra/launcher/slurm.yaml): run from a checkout on a file system every node sees.
+PARTITION ?=
+GPUS      ?= 1
+TIME_MIN  ?= 240
+
+benchmark-slurm: setup           ## the benchmark as a SLURM job array (PARTITION, GPUS, TIME_MIN); waits for it
+	$(BIN)/ssl-bench experiment=benchmark task=$(TASKS) seed=$(SEEDS) profile=$(PROFILE) data.root=$(DATA_ROOT) \
+	  hydra/launcher=slurm $(if $(PARTITION),hydra.launcher.partition=$(PARTITION)) \
+	  hydra.launcher.gpus_per_node=$(GPUS) hydra.launcher.timeout_min=$(TIME_MIN) progress=false $(ARGS)
+	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
+
 TRANSFER_TO ?= image_folder
 TRANSFER_ROOT ?= $(DATA_ROOT)
 
 transfer: setup                  ## pretrain on CIFAR-10, evaluate on TRANSFER_TO at TRANSFER_ROOT
 	$(BIN)/ssl-bench -m task=$(TASKS) seed=$(SEEDS) profile=$(PROFILE) data.root=$(DATA_ROOT) \
 	  data@eval.data=$(TRANSFER_TO) eval.data.root=$(TRANSFER_ROOT) eval.data.image_size=32 $(ARGS)
+	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
+
+SEARCH_TASK    ?= rotation
+SEARCH_PROFILE ?= cpu
+TASKS_SEARCH   ?= rotation
+
+search: setup                    ## DARTS search driven by SEARCH_TASK (SEARCH_PROFILE=cpu|gpu): genotype + alpha.png in runs/search/
+	$(BIN)/ssl-bench-search task=$(SEARCH_TASK) search=$(SEARCH_PROFILE) data.root=$(DATA_ROOT) $(ARGS)
+
+search-benchmark: setup          ## search with TASKS_SEARCH x SEEDS, pretrain + evaluate the found backbone vs the hand-designed one
+	$(BIN)/ssl-bench-search --config-name search_benchmark task=$(TASKS_SEARCH) seed=$(SEEDS) search=$(SEARCH_PROFILE) \
+	  profile=$(PROFILE) data.root=$(DATA_ROOT) $(ARGS)
 	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
 
 show: setup                      ## PNGs of what each pretext task asks: runs/show/<task>.png

@@ -29,5 +29,22 @@ def index_batches(n: int, batch_size: int, seed: int, start_step: int = 0) -> It
 
 def map_chunks(fn: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor,
                chunk: int) -> torch.Tensor:
-    """`fn` applied to consecutive chunks of `data`, outputs concatenated (bounds memory)."""
-    return torch.cat([fn(data[i:i + chunk]) for i in range(0, len(data), chunk)])
+    """`fn` applied to consecutive chunks of `data`, outputs concatenated (bounds memory).
+
+    Each chunk's output is copied into one preallocated tensor, so the peak is the output
+    plus one chunk, not twice the output as with a list and `torch.cat`. The output keeps
+    the first chunk's memory format (channels_last feature maps stay channels_last).
+    """
+    out: torch.Tensor | None = None
+    for i in range(0, len(data), chunk):
+        part = fn(data[i:i + chunk])
+        if out is None:
+            fmt = (torch.channels_last if part.ndim == 4 and part.is_contiguous(
+                memory_format=torch.channels_last) and not part.is_contiguous()
+                else torch.contiguous_format)
+            out = torch.empty((len(data), *part.shape[1:]), dtype=part.dtype, device=part.device,
+                              memory_format=fmt)
+        out[i:i + len(part)] = part
+    if out is None:
+        raise ValueError("map_chunks needs at least one item")
+    return out

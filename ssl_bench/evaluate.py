@@ -119,7 +119,10 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
         labels = data.train.labels[subset].to(device)
         if cached is not None:
             rows = position[subset].to(device)
-            straight, mirrored = cached[0][rows], cached[1][rows]
+            if torch.equal(rows, torch.arange(len(largest), device=device)):
+                straight, mirrored = cached  # the largest K: no second copy of the cache
+            else:
+                straight, mirrored = cached[0][rows], cached[1][rows]
 
             def batch_features(idx: torch.Tensor, gen: torch.Generator,
                                straight=straight, mirrored=mirrored) -> torch.Tensor:

@@ -39,7 +39,12 @@ def read(path: Path) -> pd.DataFrame:
 
 
 def append_rows(path: Path, rows: Iterable[dict]) -> pd.DataFrame:
-    """Add `rows` (replacing rows with the same key) and return the whole leaderboard."""
+    """Add `rows` (replacing rows with the same key) and return the whole leaderboard.
+
+    Safe with any number of concurrent writers, sweep workers or cluster jobs: the lock is an
+    flock on `<path>.lock`, which the kernel releases if its holder dies, and the new table is
+    renamed into place, so readers need no lock: they see the old file or the new one, whole.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     new = pd.DataFrame(list(rows))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import stat
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, BinaryIO
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,22 +39,75 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`.
+@functools.lru_cache(maxsize=1)
+def _default_file_mode() -> int:
+    """The mode `open()` would give a new file: 0o666 less the umask.
 
-    A kill at any moment leaves either the old file or the new one, never a torn one.
+    mkstemp creates 0o600 files; renamed into place they would hide a shared leaderboard or
+    pretraining cache from the rest of a group on a cluster. Linux reports the umask in
+    /proc; elsewhere it is read by setting it back at once.
     """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a node crash right after it keeps the new file)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a folder; the rename is atomic all the same
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """A new temporary file beside `path`, renamed over it when the block ends without error.
+
+    The temporary name is unique per call (mkstemp: O_EXCL, random suffix), so concurrent
+    writers on one host or on several hosts sharing a file system never write into the same
+    temporary file; pids alone collide across cluster nodes. The data is fsynced before the
+    rename, so a crash leaves either the old file or the complete new one, never a torn or
+    empty one; an error or kill in the block leaves `path` untouched. The file keeps the
+    mode of the one it replaces (a new one gets the umask's default).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = _default_file_mode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically: readers see the old file or the new one."""
+    with replacing(path) as f:
+        f.write(data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -61,15 +115,11 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """`torch.save` through `replacing`: a killed or crashed save never leaves a torn checkpoint."""
+    import torch  # here, so the leaderboard (which imports this module) starts without torch
+
+    with replacing(path) as f:
+        torch.save(obj, f)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

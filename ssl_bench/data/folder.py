@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ssl_bench.data.imageset import ImageSet
 from ssl_bench.errors import DataError
+from ssl_bench.runlog import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +147,15 @@ def load_image_folder(root: str | Path, classes: list[str] | None = None,
 
 
 def _write_cache(cache_file: Path, train: ImageSet, test: ImageSet) -> None:
-    """Write to a temporary name and rename, so a killed run never leaves a torn cache."""
+    """Write to a temporary name and rename, so a killed run never leaves a torn cache.
+
+    The temporary name is unique per writer (not just per pid, which repeats across the
+    nodes of a cluster sharing the cache), so concurrent jobs decoding the same folder each
+    rename a complete file of identical content.
+    """
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"train_images": train.images, "train_labels": train.labels,
-                    "test_images": test.images, "test_labels": test.labels}, tmp)
-        os.replace(tmp, cache_file)
+        atomic_torch_save(cache_file, {"train_images": train.images, "train_labels": train.labels,
+                                       "test_images": test.images, "test_labels": test.labels})
     except OSError as exc:
         log.warning("could not write data cache %s (%s); the next run decodes again",
                     cache_file, exc)
