@@ -11,6 +11,8 @@ import errno
 import logging
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -34,6 +36,24 @@ def _fail(message: str) -> NoReturn:
     log.error("%s", message)
     print(f"ssl-bench: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+@contextmanager
+def clear_errors(kept: str) -> Iterator[None]:
+    """Errors the user can fix (bad settings, a full disk) as one message and exit status 2.
+
+    `kept` says what a rerun of the same command reuses ("finished rows and checkpoints").
+    """
+    try:
+        yield
+    except UserError as exc:
+        _fail(str(exc))
+    except OSError as exc:  # a full disk or a folder that became unwritable mid-run
+        if exc.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.ENOENT):
+            raise
+        _fail(f"cannot write {exc.filename or 'a result file'} ({exc.strerror}); free some space or "
+              f"choose a writable paths.runs_dir, then run the same command again: {kept} are kept "
+              f"and reused")
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -61,16 +81,8 @@ class OutputCheck(Callback):
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _app(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    with clear_errors("finished rows and checkpoints"):
         run(cfg, run_dir)
-    except UserError as exc:
-        _fail(str(exc))
-    except OSError as exc:  # a full disk or a folder that became unwritable mid-run
-        if exc.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.ENOENT):
-            raise
-        _fail(f"cannot write {exc.filename or 'a result file'} ({exc.strerror}); free some space or "
-              f"choose a writable paths.runs_dir, then run the same command again: finished "
-              f"rows and checkpoints are kept and reused")
     if HydraConfig.get().mode == RunMode.RUN:  # a sweep prints it once, at the end (Makefile)
         print(format_summary(read(Path(cfg.leaderboard.path))))
 
