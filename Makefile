@@ -8,7 +8,9 @@ SEEDS     ?= 0,1,2
 TASKS     ?= rotation,jigsaw,relative_position,inpainting,multitask,multitask_all,layerwise,random,supervised,supervised_pretrain
 ARGS      ?=
 
-.PHONY: setup test test-real smoke show benchmark benchmark-slurm transfer search search-benchmark leaderboard perf lint clean
+NPROC ?= 2
+
+.PHONY: setup test test-real smoke show benchmark benchmark-slurm ddp transfer search search-benchmark leaderboard perf lint clean
 
 setup: $(VENV)/.installed
 
@@ -59,6 +61,9 @@ transfer: setup                  ## pretrain on CIFAR-10, evaluate on TRANSFER_T
 	$(BIN)/ssl-bench -m task=$(TASKS) seed=$(SEEDS) profile=$(PROFILE) data.root=$(DATA_ROOT) \
 	  data@eval.data=$(TRANSFER_TO) eval.data.root=$(TRANSFER_ROOT) eval.data.image_size=32 $(ARGS)
 	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
+
+ddp: setup                       ## one run data-parallel over NPROC processes (GPUs, or CPU with device=cpu): make ddp NPROC=4 ARGS='task=jigsaw'
+	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m ssl_bench data.root=$(DATA_ROOT) $(ARGS)
 
 SEARCH_TASK    ?= rotation
 SEARCH_PROFILE ?= cpu

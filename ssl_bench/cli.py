@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from ssl_bench.distributed import add_rank_overrides, context
 from ssl_bench.errors import UserError
 from ssl_bench.leaderboard import format_summary, read
 from ssl_bench.run import run
@@ -83,12 +84,14 @@ def _app(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     with clear_errors("finished rows and checkpoints"):
         run(cfg, run_dir)
-    if HydraConfig.get().mode == RunMode.RUN:  # a sweep prints it once, at the end (Makefile)
+    # a sweep prints it once, at the end (Makefile); under torchrun rank 0 prints it
+    if HydraConfig.get().mode == RunMode.RUN and context().is_main:
         print(format_summary(read(Path(cfg.leaderboard.path))))
 
 
 def main() -> None:
     git_sha()  # pin the commit of the code this process imported, before any job runs
+    add_rank_overrides()  # under torchrun, ranks > 0 write no run folder of their own
     _app()
 
 

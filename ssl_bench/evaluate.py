@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm.auto import tqdm
 
+from ssl_bench import distributed
 from ssl_bench.backbone import ConvBackbone, frozen_stages, reset_parameters
 from ssl_bench.batching import index_batches, map_chunks
 from ssl_bench.data.augment import augment, to_float
@@ -210,22 +211,30 @@ def train_classifier(model: nn.Module,
                      batch_features: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
                      labels: torch.Tensor, steps: int, cfg: DictConfig, seed: int,
                      device: torch.device, desc: str, progress: bool, precision: str = "fp32") -> float:
-    """Fit `model` on features from `batch_features(indices, generator)`; returns final loss."""
+    """Fit `model` on features from `batch_features(indices, generator)`; returns final loss.
+
+    Under `torchrun` each process trains on its slice of every global batch (as in
+    pretraining), so every process ends with the same weights.
+    """
     optimizer = make_optimizer(model.parameters(), **cfg.optimizer)
     schedule = make_schedule(optimizer, cfg.schedule, total_steps=steps)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
     batches = index_batches(len(labels), cfg.batch_size, seed)
     model.train()
     loss = torch.zeros(())
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        idx = next(batches).to(device)
-        with autocast(device, precision):
-            loss = F.cross_entropy(model(batch_features(idx, aug_gen)), labels[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return float(loss.item())
+    with distributed.synced_batchnorm(model):
+        parallel = distributed.data_parallel(model, device)
+        for _ in tqdm(range(steps), desc=desc, disable=not (progress and distributed.context().is_main),
+                      leave=False, dynamic_ncols=True):
+            idx = next(batches).to(device)
+            part = distributed.shard(batch_features(idx, aug_gen), labels[idx], len(idx))
+            with autocast(device, precision):
+                loss = F.cross_entropy(parallel(part.inputs), part.targets) * part.scale
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return float(distributed.mean_over_ranks(loss.detach().float().reshape(1)).item())
 
 
 @torch.no_grad()

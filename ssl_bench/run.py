@@ -9,6 +9,7 @@ after a crash — reuses it. Each leaderboard row is appended as soon as it is c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ import torch
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
+from ssl_bench import distributed
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.data import DataSplits, load_data
 from ssl_bench.device import resolve_device
@@ -77,10 +79,18 @@ def digest(obj: object) -> str:
 
 
 def pretrain_identity(cfg: DictConfig) -> dict:
-    """Everything a pretraining's result depends on (device, threads and paths excluded)."""
-    return {"task": OmegaConf.to_container(cfg.task, resolve=True), "data": _data_identity(cfg.data),
-            "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
-            "train": OmegaConf.to_container(cfg.train, resolve=True), "seed": int(cfg.seed)}
+    """Everything a pretraining's result depends on (device, threads and paths excluded).
+
+    The number of processes is excluded too, unless BatchNorm is left unsynchronised
+    across them: then each process normalises by its own slice and the result differs.
+    """
+    ident = {"task": OmegaConf.to_container(cfg.task, resolve=True), "data": _data_identity(cfg.data),
+             "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
+             "train": OmegaConf.to_container(cfg.train, resolve=True), "seed": int(cfg.seed)}
+    ctx = distributed.context()
+    if ctx.active and not ctx.sync_batchnorm:
+        ident["batchnorm_slices"] = ctx.world
+    return ident
 
 
 def run_identity(cfg: DictConfig) -> dict:
@@ -136,25 +146,33 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
     The cache folder holds `checkpoint.pt` (after every epoch) and, once finished,
     `pretrain.json`. A lock on the folder makes concurrent jobs with the same pretraining
     wait for one another instead of training it twice. Returns (result, reused, folder).
+
+    Under `torchrun` rank 0 holds the lock and decides; every rank trains or loads.
     """
     folder = pretrain_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
+    ctx = distributed.context()
+    if ctx.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
     task: PretextTask = instantiate(cfg.task.module, feature_dim=backbone.out_channels(),
                                     image_shape=tuple(data.train.images.shape[1:]))
     task = task.bind_data(data.mean, data.std, data.num_classes).to(device)
-    with FileLock(str(folder / ".lock")):
+    lock = FileLock(str(folder / ".lock")) if ctx.is_main else contextlib.nullcontext()
+    with lock:
         done = folder / "pretrain.json"
-        if done.exists():
+        finished = distributed.broadcast(done.exists())
+        if finished:
             load_checkpoint(folder / "checkpoint.pt", backbone, task, device)
             result = PretrainResult(**json.loads(done.read_text())["result"])
             log.info("reusing the finished pretraining in %s (%.0fs when it ran)", folder, result.seconds)
             return result, True, folder
-        atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(
-            OmegaConf.create(pretrain_identity(cfg))).encode())
+        if ctx.is_main:
+            atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(
+                OmegaConf.create(pretrain_identity(cfg))).encode())
         result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.seed),
                           cfg.channels_last, cfg.progress, cfg.precision)
-        atomic_write_json(done, {"result": asdict(result), "git_sha": git_sha(),
-                                 "finished_at": now_iso()})
+        if ctx.is_main:
+            atomic_write_json(done, {"result": asdict(result), "git_sha": git_sha(),
+                                     "finished_at": now_iso()})
         return result, False, folder
 
 
@@ -170,7 +188,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    device = resolve_device(cfg.device)
+    ctx, device = distributed.setup(resolve_device(cfg.device), **cfg.get("distributed", {}))
     if cfg.deterministic:
         make_deterministic()
     seed = int(cfg.seed)
@@ -182,27 +200,31 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     leaderboard = Path(cfg.leaderboard.path)
     sha = git_sha()
     meta = {"run_id": run_id, "git_sha": sha, "seed": seed, "device": str(device),
-            "torch": torch.__version__, "python": platform.python_version(),
+            "processes": ctx.world, "torch": torch.__version__, "python": platform.python_version(),
             "host": platform.node(), "started_at": started_at}
-    atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
-    atomic_write_json(run_dir / "meta.json", meta)
+    if ctx.is_main:
+        atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+        atomic_write_json(run_dir / "meta.json", meta)
     log.info("run %s  git %s  device %s  seed %d\n%s", run_id, sha, device, seed,
              OmegaConf.to_yaml(cfg, resolve=True))
 
     wanted = wanted_rows(cfg)
     done = finished_rows(leaderboard, run_id)
     done_keys = set(zip(done["protocol"], done["labels_per_class"].astype(int))) if len(done) else set()
+    done_keys = distributed.broadcast(done_keys)  # rank 0's reading is the one every rank follows
     todo = [w for w in wanted if w not in done_keys]
     if not todo:
         log.info("run %s: all %d rows are already in %s; nothing to do", run_id, len(wanted), leaderboard)
-        print(f"ssl-bench: {run_id} already finished ({len(wanted)} rows in {leaderboard}); skipped")
+        if ctx.is_main:
+            print(f"ssl-bench: {run_id} already finished ({len(wanted)} rows in {leaderboard}); skipped")
         return done.to_dict("records")
     if done_keys:
         log.info("run %s: %d of %d rows already in the leaderboard; computing the other %d",
                  run_id, len(wanted) - len(todo), len(wanted), len(todo))
 
-    data = load_data(cfg.data)
-    eval_data = data if eval_data_cfg is cfg.data else load_data(eval_data_cfg)
+    with distributed.main_first():  # rank 0 decodes and caches image folders, the others read
+        data = load_data(cfg.data)
+        eval_data = data if eval_data_cfg is cfg.data else load_data(eval_data_cfg)
     if eval_data is not data:  # transfer: frozen layers see inputs normalised as in pretraining
         eval_data.mean, eval_data.std = data.mean, data.std
     for name, splits in (("data", data), ("eval data", eval_data)):
@@ -239,8 +261,9 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
             "finished_at": now_iso(), "run_dir": str(run_dir),
         }
 
-    def record(result: dict) -> None:  # each row lands as soon as it exists
-        append_rows(leaderboard, [row(result)])
+    def record(result: dict) -> None:  # each row lands as soon as it exists (rank 0 writes)
+        if ctx.is_main:
+            append_rows(leaderboard, [row(result)])
 
     main_ks = [k for p, k in todo if p == cfg.eval.protocol]
     if cfg.task.evaluation == "scratch":
@@ -257,7 +280,10 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     else:
         raise UserError(f"task.evaluation must be 'frozen' or 'scratch', got {cfg.task.evaluation!r}")
 
+    distributed.barrier()  # rank 0's rows are in before anyone reads them
     rows = finished_rows(leaderboard, run_id).to_dict("records")
+    if not ctx.is_main:
+        return rows
     meta.update(finished_at=now_iso(), total_seconds=time.perf_counter() - t0,
                 pretrain_seconds=pretext.seconds if pretext and not reused else 0.0,
                 pretrain_reused=reused, rows=len(rows))

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from ssl_bench import distributed
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.batching import index_batches
 from ssl_bench.data.augment import augment, to_float
@@ -57,6 +58,30 @@ def to_memory_format(inputs: Any, memory_format: torch.memory_format) -> Any:
     if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
         return inputs.contiguous(memory_format=memory_format)
     return inputs
+
+
+def pretext_batch(task: PretextTask, images: torch.Tensor, labels: torch.Tensor | None,
+                  idx: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, augment_cfg: DictConfig,
+                  generator: torch.Generator) -> tuple[Any, Any]:
+    """Inputs and targets of one training batch: images `idx`, normalised, augmented, then the task's."""
+    x = augment(to_float(images[idx], mean, std), augment_cfg.crop_padding, augment_cfg.flip, generator)
+    return task.make_batch(x, generator, labels[idx] if labels is not None else None)
+
+
+class PretextStep(torch.nn.Module):
+    """Backbone + task as one module whose forward gives the (scaled) loss and the outputs.
+
+    One module, so DistributedDataParallel sees every parameter a step uses (a task's loss
+    may have its own, e.g. the inpainting discriminator).
+    """
+
+    def __init__(self, backbone: ConvBackbone, task: PretextTask):
+        super().__init__()
+        self.backbone, self.task = backbone, task
+
+    def forward(self, inputs: Any, targets: Any, scale: float = 1.0) -> tuple[torch.Tensor, Any]:
+        outputs = self.task(self.backbone, inputs)
+        return self.task.loss(outputs, targets) * scale, outputs
 
 
 def enter_phase(backbone: ConvBackbone, task: PretextTask, phase: Phase) -> list[torch.nn.Parameter]:
@@ -118,7 +143,11 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
     optimiser, schedule and random-generator states. When it is already there, training
     resumes after its epoch, and ends with the same weights an uninterrupted run reaches
     (on CPU; GPU kernels may differ in the last bits).
+
+    Under `torchrun` every process builds the same global batch and trains on its slice
+    (`ssl_bench.distributed`); only rank 0 writes files.
     """
+    ctx = distributed.context()
     images = (data.train.images if task.needs_labels else data.unlabeled).to(device)
     labels = data.train.labels.to(device) if task.needs_labels else None
     mean, std = data.mean.to(device), data.std.to(device)
@@ -133,12 +162,14 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
     if state:
         log.info("resuming pretraining from %s after epoch %d", checkpoint_path, done_epochs)
         _set_rng_state(aug_gen, state["rng"])
-        _keep_logged_epochs(run_dir / "metrics.jsonl", done_epochs)
+        if ctx.is_main:
+            _keep_logged_epochs(run_dir / "metrics.jsonl", done_epochs)
 
     start = time.perf_counter()
     step, epoch, loss_value, metric_value = per_epoch * done_epochs, done_epochs, math.nan, math.nan
     batches = index_batches(len(images), cfg.batch_size, seed, start_step=step)
-    bar = tqdm(total=per_epoch * cfg.epochs * len(phases), initial=step, disable=not progress,
+    bar = tqdm(total=per_epoch * cfg.epochs * len(phases), initial=step,
+               disable=not (progress and ctx.is_main),
                desc=f"pretrain {type(task).__name__}", dynamic_ncols=True, leave=False)
     for phase_index, phase in enumerate(phases):
         phase_done = min(max(done_epochs - phase_index * cfg.epochs, 0), cfg.epochs)
@@ -152,50 +183,60 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
         if phase_done and state:
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
-        for _ in range(phase_done, cfg.epochs):
-            epoch += 1
-            epoch_start = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            metric_sums: dict[str, float] = {}
-            for i in range(per_epoch):
-                idx = next(batches).to(device)
-                x = augment(to_float(images[idx], mean, std), cfg.augment.crop_padding,
-                            cfg.augment.flip, aug_gen)
-                inputs, targets = task.make_batch(x, aug_gen, labels[idx] if labels is not None else None)
-                with autocast(device, precision):
-                    outputs = task(backbone, to_memory_format(inputs, memory_format))
-                    loss = task.loss(outputs, targets)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"pretraining loss became {loss.item()} at step {step + 1} (epoch {epoch}); "
-                        f"lower train.optimizer.lr (now {cfg.optimizer.lr}) and run again")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                step += 1
-                loss_sum += loss.detach()
-                for name, value in task.metrics(outputs, targets).items():
-                    metric_sums[name] = metric_sums.get(name, 0.0) + value
-                bar.update(1)
-                if step % 10 == 0:
-                    bar.set_postfix(phase=phase.name, loss=f"{loss.item():.3f}", **{
-                        task.metric_name: f"{metric_sums[task.metric_name] / (i + 1):.3f}"})
-            loss_value = loss_sum.item() / per_epoch
-            train_metrics = {f"train_{k}": v / per_epoch for k, v in metric_sums.items()}
-            metric_value = train_metrics[f"train_{task.metric_name}"]
-            seconds = time.perf_counter() - epoch_start
-            append_jsonl(run_dir / "metrics.jsonl", {
-                "epoch": epoch, "phase": phase.name, "step": step, "loss": loss_value,
-                **train_metrics, "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
-                "images_per_second": per_epoch * cfg.batch_size / seconds})
-            atomic_torch_save(checkpoint_path, {
-                "backbone": backbone.state_dict(), "task": task.state_dict(),
-                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "phase": phase.name, "epoch": epoch, "step": step, "rng": _rng_state(aug_gen),
-                "seconds": previous_seconds + time.perf_counter() - start})
-            log.info("epoch %d (%s) loss %.4f %s %.3f", epoch, phase.name, loss_value,
-                     task.metric_name, metric_value)
+        with distributed.synced_batchnorm(backbone, task):
+            model = distributed.data_parallel(PretextStep(backbone, task), device)
+            for _ in range(phase_done, cfg.epochs):
+                epoch += 1
+                epoch_start = time.perf_counter()
+                loss_sum = torch.zeros((), device=device)
+                metric_sums: dict[str, float] = {}
+                for i in range(per_epoch):
+                    idx = next(batches).to(device)
+                    inputs, targets = pretext_batch(task, images, labels, idx, mean, std, cfg.augment,
+                                                    aug_gen)
+                    part = distributed.shard(inputs, targets, len(idx))
+                    with autocast(device, precision):
+                        loss, outputs = model(to_memory_format(part.inputs, memory_format),
+                                              part.targets, part.scale)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"pretraining loss became {loss.item()} at step {step + 1} (epoch {epoch}); "
+                            f"lower train.optimizer.lr (now {cfg.optimizer.lr}) and run again")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    step += 1
+                    loss_sum += loss.detach()
+                    for name, value in task.metrics(outputs, part.targets).items():
+                        metric_sums[name] = metric_sums.get(name, 0.0) + value
+                    bar.update(1)
+                    if step % 10 == 0:
+                        bar.set_postfix(phase=phase.name, loss=f"{loss.item():.3f}", **{
+                            task.metric_name: f"{metric_sums[task.metric_name] / (i + 1):.3f}"})
+                # the global batch's mean loss: the mean over processes of their scaled losses
+                names = sorted(metric_sums)
+                totals = distributed.mean_over_ranks(torch.stack(
+                    [loss_sum.float().cpu(), *(torch.tensor(metric_sums[k]) for k in names)]))
+                loss_value = totals[0].item() / per_epoch
+                train_metrics = {f"train_{k}": totals[j + 1].item() / per_epoch
+                                 for j, k in enumerate(names)}
+                metric_value = train_metrics[f"train_{task.metric_name}"]
+                seconds = time.perf_counter() - epoch_start
+                log.info("epoch %d (%s) loss %.4f %s %.3f", epoch, phase.name, loss_value,
+                         task.metric_name, metric_value)
+                if not ctx.is_main:
+                    continue
+                append_jsonl(run_dir / "metrics.jsonl", {
+                    "epoch": epoch, "phase": phase.name, "step": step, "loss": loss_value,
+                    **train_metrics, "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+                    "images_per_second": per_epoch * cfg.batch_size / seconds,
+                    "processes": ctx.world})
+                atomic_torch_save(checkpoint_path, {
+                    "backbone": backbone.state_dict(), "task": task.state_dict(),
+                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "phase": phase.name, "epoch": epoch, "step": step, "rng": _rng_state(aug_gen),
+                    "seconds": previous_seconds + time.perf_counter() - start})
     bar.close()
     seconds = previous_seconds + time.perf_counter() - start
     if math.isnan(metric_value) and state:  # every epoch was already done before the restart
@@ -203,11 +244,12 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
         loss_value = last.get("loss", math.nan)
         metric_value = last.get(f"train_{task.metric_name}", math.nan)
     held_out = pretext_metrics(backbone, task, data, cfg.pretext_eval_images, device, seed,
-                               memory_format)
-    append_jsonl(run_dir / "metrics.jsonl",
-                 {"held_out": True, **{f"test_{k}": v for k, v in held_out.items()}})
-    sample = to_float(data.test.images[heldout_indices(data, 8)].to(device), mean, std)
-    task.on_pretrain_end(backbone, sample, run_dir)
+                               memory_format)  # every rank holds the same weights: same numbers
+    if ctx.is_main:
+        append_jsonl(run_dir / "metrics.jsonl",
+                     {"held_out": True, **{f"test_{k}": v for k, v in held_out.items()}})
+        sample = to_float(data.test.images[heldout_indices(data, 8)].to(device), mean, std)
+        task.on_pretrain_end(backbone, sample, run_dir)
     backbone.train()
     result = PretrainResult(epoch, step, seconds, loss_value, metric_value,
                             held_out[task.metric_name], task.metric_name)

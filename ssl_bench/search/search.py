@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 from ssl_bench.batching import index_batches
 from ssl_bench.data import DataSplits, load_data
-from ssl_bench.data.augment import augment, to_float
 from ssl_bench.device import autocast
 from ssl_bench.errors import NonFiniteLossError, UserError, instantiate
 from ssl_bench.run import _data_identity, digest
@@ -47,7 +46,7 @@ from ssl_bench.search.genotype import CELL_TYPES, Genotype, save_genotype
 from ssl_bench.search.model import SearchNetwork, count_parameters
 from ssl_bench.search.plot import plot_alphas
 from ssl_bench.tasks.base import PretextTask
-from ssl_bench.train import pretext_metrics, steps_per_epoch, to_memory_format
+from ssl_bench.train import pretext_batch, pretext_metrics, steps_per_epoch, to_memory_format
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +180,8 @@ def run_search(net: SearchNetwork, task: PretextTask, data: DataSplits, cfg: Dic
         append_jsonl(log_path, {"epoch": 0, "step": 0, **alpha_record(net)})  # the starting point
 
     def make(batch_idx: torch.Tensor, half: torch.Tensor) -> Batch:
-        idx = half[batch_idx.to(device)]
-        x = augment(to_float(images[idx], mean, std), aug.crop_padding, aug.flip, gen)
-        inputs, targets = task.make_batch(x, gen, labels[idx] if labels is not None else None)
+        inputs, targets = pretext_batch(task, images, labels, half[batch_idx.to(device)], mean, std,
+                                        aug, gen)
         return Batch(to_memory_format(inputs, memory_format), targets)
 
     start = time.perf_counter()
