@@ -62,7 +62,7 @@ def test_image_folder_pixels_match_the_file(tmp_path):
     _write_tree(tmp_path, ["a"], per_class=1, size=(5, 4))
     train, _ = load_image_folder(tmp_path)
     expected = np.asarray(Image.open(tmp_path / "train" / "a" / "000.png").convert("RGB"))
-    assert torch.equal(train.images[0], torch.from_numpy(expected).permute(2, 0, 1))
+    assert torch.equal(train.images[0], torch.from_numpy(expected.copy()).permute(2, 0, 1))
 
 
 def test_mixed_sizes_need_image_size(tmp_path):

@@ -115,3 +115,14 @@ def test_two_processes_match_one_process(tmp_path):
     assert (merged.test_acc_x - merged.test_acc_y).abs().max() <= 1.0
     # one run folder, rank 0's
     assert len([p for p in (two / "rotation").iterdir()]) == 1
+
+
+def test_process_count_enters_the_pretraining_identity_only_without_synced_batchnorm(make_cfg, monkeypatch):
+    from ssl_bench.run import pretrain_dir
+
+    cfg = make_cfg("data=synthetic", "profile=smoke")
+    alone = pretrain_dir(cfg)
+    monkeypatch.setattr(distributed, "_context", Context(rank=0, world=4, sync_batchnorm=True))
+    assert pretrain_dir(cfg) == alone  # synced: 4 processes reuse (and give) the same pretraining
+    monkeypatch.setattr(distributed, "_context", Context(rank=0, world=4, sync_batchnorm=False))
+    assert pretrain_dir(cfg) != alone
