@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench import distributed
@@ -33,7 +32,7 @@ from ssl_bench.evaluate import evaluate, evaluate_scratch
 from ssl_bench.leaderboard import append_rows
 from ssl_bench.leaderboard import read as read_leaderboard
 from ssl_bench.probes import probe_protocols, run_probes
-from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, git_sha, now_iso
+from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, folder_lock, git_sha, now_iso
 from ssl_bench.tasks.base import PretextTask
 from ssl_bench.train import PretrainResult, load_checkpoint, pretrain
 
@@ -156,7 +155,7 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
     task: PretextTask = instantiate(cfg.task.module, feature_dim=backbone.out_channels(),
                                     image_shape=tuple(data.train.images.shape[1:]))
     task = task.bind_data(data.mean, data.std, data.num_classes).to(device)
-    lock = FileLock(str(folder / ".lock")) if ctx.is_main else contextlib.nullcontext()
+    lock = folder_lock(folder, "this pretraining") if ctx.is_main else contextlib.nullcontext()
     with lock:
         done = folder / "pretrain.json"
         finished = distributed.broadcast(done.exists())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -13,6 +14,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from filelock import FileLock, Timeout
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,3 +129,23 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """One JSON object per line; flushed at once so `tail -f` shows progress."""
     with open(path, "a") as f:
         f.write(json.dumps(record, default=str) + "\n")
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str) -> Iterator[None]:
+    """The folder's `.lock`, held for the block; says so when another job holds it first.
+
+    Jobs that share a pretraining or a search wait here instead of computing it twice; the
+    message explains a job that seems to do nothing meanwhile.
+    """
+    lock = FileLock(str(folder / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logging.getLogger("ssl_bench").info(
+            "waiting for another job to finish %s in %s (its lock: %s)", what, folder, lock.lock_file)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shlex
 import signal
@@ -29,7 +30,7 @@ from omegaconf import OmegaConf
 from ssl_bench.cli import CONF_DIR
 from ssl_bench.leaderboard import COLUMNS, KEY, append_rows, read
 from ssl_bench.run import wanted_rows
-from ssl_bench.runlog import atomic_write_bytes, replacing
+from ssl_bench.runlog import atomic_write_bytes, folder_lock, replacing
 from tests.conftest import PROJECT_ROOT
 
 # small data and one thread per job: four jobs on two workers still finish in seconds
@@ -360,3 +361,16 @@ def test_two_processes_with_the_same_pretraining_train_it_once(tmp_path):
     first, second = rows[0][0], rows[1][0]
     for key in ("pretext_metric", "test_acc", "pretrain_seconds", "run_id"):
         assert first[key] == second[key], key
+
+
+def test_a_job_waiting_for_a_shared_pretraining_says_so(tmp_path, caplog):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+         "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(1.5); "
+         "open(sys.argv[2], 'w').close(); lock.release()",
+         str(tmp_path / ".lock"), str(tmp_path / "letting-go")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with caplog.at_level(logging.INFO, logger="ssl_bench"), folder_lock(tmp_path, "this pretraining"):
+        assert (tmp_path / "letting-go").exists(), "entered before the other job let go of the lock"
+    holder.wait()
+    assert "waiting for another job to finish this pretraining" in caplog.text

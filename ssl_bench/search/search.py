@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -38,6 +37,7 @@ from ssl_bench.runlog import (
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
+    folder_lock,
     git_sha,
     now_iso,
 )
@@ -281,7 +281,7 @@ def searched(cfg: DictConfig, device: torch.device, data: DataSplits | None = No
     folder = search_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.seed)
-    with FileLock(str(folder / ".lock")):
+    with folder_lock(folder, "this search"):
         done = folder / "search.json"
         if done.exists():
             result = SearchResult(**json.loads(done.read_text())["result"])
