@@ -101,7 +101,7 @@ def test_cifar10_folder_uses_canonical_class_order(tmp_path):
     assert splits.train.classes == CIFAR10_CLASSES
     airplane = splits.train.images[splits.train.labels == 0][0]
     expected = np.asarray(Image.open(tmp_path / "train" / "airplane" / "000.png"))
-    assert torch.equal(airplane, torch.from_numpy(expected).permute(2, 0, 1))
+    assert torch.equal(airplane, torch.from_numpy(expected.copy()).permute(2, 0, 1))
     assert "image folder" in splits.source
 
 
