@@ -96,14 +96,15 @@ def enter_phase(backbone: ConvBackbone, task: PretextTask, phase: Phase) -> list
     return list(params.values())
 
 
-def _rng_state(aug_gen: torch.Generator) -> dict[str, Any]:
+def rng_state(aug_gen: torch.Generator) -> dict[str, Any]:
+    """The random state a resumed run needs to draw what an uninterrupted one would."""
     state = {"aug": aug_gen.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(aug_gen: torch.Generator, state: dict[str, Any]) -> None:
+def set_rng_state(aug_gen: torch.Generator, state: dict[str, Any]) -> None:
     aug_gen.set_state(state["aug"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -121,7 +122,7 @@ def load_checkpoint(path: Path, backbone: ConvBackbone, task: PretextTask,
     return state
 
 
-def _keep_logged_epochs(path: Path, last_epoch: int) -> None:
+def keep_logged_epochs(path: Path, last_epoch: int) -> None:
     """Keep the metric lines of the checkpoint's epochs, drop later ones and held-out lines.
 
     Each epoch's line is written just before its checkpoint, so a kill in between leaves a
@@ -161,9 +162,9 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
     previous_seconds = state.get("seconds", 0.0) if state else 0.0
     if state:
         log.info("resuming pretraining from %s after epoch %d", checkpoint_path, done_epochs)
-        _set_rng_state(aug_gen, state["rng"])
+        set_rng_state(aug_gen, state["rng"])
         if ctx.is_main:
-            _keep_logged_epochs(run_dir / "metrics.jsonl", done_epochs)
+            keep_logged_epochs(run_dir / "metrics.jsonl", done_epochs)
 
     start = time.perf_counter()
     step, epoch, loss_value, metric_value = per_epoch * done_epochs, done_epochs, math.nan, math.nan
@@ -235,7 +236,7 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
                 atomic_torch_save(checkpoint_path, {
                     "backbone": backbone.state_dict(), "task": task.state_dict(),
                     "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "phase": phase.name, "epoch": epoch, "step": step, "rng": _rng_state(aug_gen),
+                    "phase": phase.name, "epoch": epoch, "step": step, "rng": rng_state(aug_gen),
                     "seconds": previous_seconds + time.perf_counter() - start})
     bar.close()
     seconds = previous_seconds + time.perf_counter() - start

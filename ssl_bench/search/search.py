@@ -46,7 +46,15 @@ from ssl_bench.search.genotype import CELL_TYPES, Genotype, save_genotype
 from ssl_bench.search.model import SearchNetwork, count_parameters
 from ssl_bench.search.plot import plot_alphas
 from ssl_bench.tasks.base import PretextTask
-from ssl_bench.train import pretext_batch, pretext_metrics, steps_per_epoch, to_memory_format
+from ssl_bench.train import (
+    keep_logged_epochs,
+    pretext_batch,
+    pretext_metrics,
+    rng_state,
+    set_rng_state,
+    steps_per_epoch,
+    to_memory_format,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +105,6 @@ def build_task(cfg: DictConfig, net: SearchNetwork, data: DataSplits) -> Pretext
         raise UserError(f"task={cfg.task.name} trains the backbone in phases (stage by stage); "
                         f"a search trains all cells together: choose a single-phase pretext task")
     return task.bind_data(data.mean, data.std, data.num_classes)
-
-
-def _rng_state(gen: torch.Generator) -> dict[str, Any]:
-    return {"aug": gen.get_state(), "torch": torch.get_rng_state()}
-
-
-def _trim_log(path: Path, last_epoch: int) -> None:
-    """Keep the α log lines of the checkpoint's epochs (a resumed run writes later ones again)."""
-    if path.exists():
-        lines = [x for x in path.read_text().splitlines()
-                 if x.strip() and json.loads(x).get("epoch", math.inf) <= last_epoch]
-        atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
 
 
 def read_log(path: Path) -> list[dict]:
@@ -170,10 +166,9 @@ def run_search(net: SearchNetwork, task: PretextTask, data: DataSplits, cfg: Dic
         w_opt.load_state_dict(state["w_opt"])
         schedule.load_state_dict(state["schedule"])
         architect.optimizer.load_state_dict(state["arch_opt"])
-        gen.set_state(state["rng"]["aug"])
-        torch.set_rng_state(state["rng"]["torch"])
+        set_rng_state(gen, state["rng"])
         done, previous_seconds = state["epoch"], state["seconds"]
-        _trim_log(log_path, done)
+        keep_logged_epochs(log_path, done)
         log.info("resuming the search in %s after epoch %d", folder, done)
     else:
         log_path.unlink(missing_ok=True)
@@ -232,7 +227,7 @@ def run_search(net: SearchNetwork, task: PretextTask, data: DataSplits, cfg: Dic
         atomic_torch_save(ckpt_path, {
             "net": net.state_dict(), "task": task.state_dict(), "w_opt": w_opt.state_dict(),
             "schedule": schedule.state_dict(), "arch_opt": architect.optimizer.state_dict(),
-            "epoch": epoch, "step": step, "rng": _rng_state(gen),
+            "epoch": epoch, "step": step, "rng": rng_state(gen),
             "seconds": previous_seconds + time.perf_counter() - start})
         log.info("search epoch %d: loss %.4f, α-half loss %.4f, %s %.3f (%.0fs)\n%s", epoch, loss_value,
                  alpha_loss_value, task.metric_name, metric_value, seconds, net.genotype().describe())
