@@ -10,7 +10,7 @@ ARGS      ?=
 
 NPROC ?= 2
 
-.PHONY: setup test test-real smoke show benchmark benchmark-slurm ddp transfer search search-benchmark leaderboard perf lint clean
+.PHONY: setup test test-real smoke show benchmark converge pretrain-curve benchmark-slurm ddp transfer search search-benchmark leaderboard perf lint clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,25 @@ smoke: setup                     ## every task through the whole pipeline on syn
 benchmark: setup                 ## every method x SEEDS on real CIFAR-10 with PROFILE; rerun to resume
 	$(BIN)/ssl-bench experiment=benchmark task=$(TASKS) seed=$(SEEDS) profile=$(PROFILE) data.root=$(DATA_ROOT) $(ARGS)
 	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
+
+# The convergence check: CHECK_TASKS x SEEDS rerun with twice the labelled-sample budget;
+# the report marks each checked cell (pass / fail) and every unchecked one.
+CHECK_TASKS ?= random,rotation,supervised
+
+converge: setup                  ## convergence check of CHECK_TASKS at every K of PROFILE (budget x2)
+	$(BIN)/ssl-bench experiment=converge task=$(CHECK_TASKS) seed=$(SEEDS) profile=$(PROFILE) data.root=$(DATA_ROOT) $(ARGS)
+	$(BIN)/ssl-bench-leaderboard --path runs/leaderboard.csv
+
+# Rotation pretrained for 1, 2, 4, 8 epochs, each evaluated at K=20 and 100 (with the random
+# and supervised baselines at the same budget): how many epochs the profile needs.
+CURVE_EPOCHS ?= 1,2,4,8
+CURVE_ARGS = eval.labels_per_class=[20,100] eval.probes.enabled=false paths.runs_dir=runs/curve \
+  profile=$(PROFILE) data.root=$(DATA_ROOT) train.seed=0 $(ARGS)
+
+pretrain-curve: setup            ## runs/curve/: held-out rotation accuracy and K=20/100 accuracy against epochs
+	$(BIN)/ssl-bench -m task=rotation train.epochs=$(CURVE_EPOCHS) $(CURVE_ARGS)
+	$(BIN)/ssl-bench -m task=random,supervised $(CURVE_ARGS)
+	$(BIN)/ssl-bench-curve --path runs/curve/leaderboard.csv --out runs/curve
 
 # SLURM (conf/hydra/launcher/slurm.yaml): run from a checkout on a file system every node sees.
 PARTITION ?=

@@ -5,6 +5,12 @@ Each stage is a stack of conv-BN-ReLU layers optionally followed by a 3×3/strid
 and conv2 and retrains conv3, so the stage boundaries are the unit of the protocol.
 Global average pooling at the end makes any input of 16 px or more work (jigsaw tiles,
 patches).
+
+An optional fourth stage (`conv4`, RotNet's 4-block pretraining network) sits above conv3
+during pretraining only: the pretext head reads it, so conv3 is no longer the last layer
+and conv2 is pushed less towards the pretext task's own specifics. The evaluator never
+sees it (it re-initialises conv3 on top of the frozen conv2), and the supervised baseline
+drops it, so every method is judged on the same conv1-conv3 architecture.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-STAGES = ("conv1", "conv2", "conv3")
+STAGES = ("conv1", "conv2", "conv3")  # the evaluated stages
+PRETEXT_STAGE = "conv4"  # optional, used only while pretraining
 
 
 @dataclass(frozen=True)
@@ -58,32 +65,51 @@ def reset_parameters(module: nn.Module) -> None:
 class ConvBackbone(nn.Module):
     """conv1 -> conv2 -> conv3 -> global average pool; `features(x, upto)` stops early."""
 
-    def __init__(self, name: str, conv1: dict, conv2: dict, conv3: dict, in_channels: int = 3):
+    def __init__(self, name: str, conv1: dict, conv2: dict, conv3: dict,
+                 conv4: dict | None = None, in_channels: int = 3):
         super().__init__()
         self.name = name
-        self.specs = {s: StageSpec(**spec) for s, spec in zip(STAGES, (conv1, conv2, conv3))}
+        specs = (conv1, conv2, conv3) + ((conv4,) if conv4 else ())
+        self.specs = {s: StageSpec(**spec) for s, spec in zip(STAGES + (PRETEXT_STAGE,), specs)}
         channels = in_channels
-        for stage in STAGES:
+        for stage in self.specs:
             setattr(self, stage, build_stage(channels, self.specs[stage]))
             channels = self.specs[stage].channels[-1]
         self.pool = nn.AdaptiveAvgPool2d(1)
 
-    def out_channels(self, stage: str = "conv3") -> int:
-        return self.specs[stage].channels[-1]
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages in order: conv1-conv3, plus conv4 while a pretext stage is attached."""
+        return tuple(self.specs)
+
+    @property
+    def last_stage(self) -> str:
+        return self.stages[-1]
+
+    def out_channels(self, stage: str | None = None) -> int:
+        """Channels of `stage` (default: the last one, which `forward` pools)."""
+        return self.specs[stage or self.last_stage].channels[-1]
+
+    def drop_pretext_stage(self) -> ConvBackbone:
+        """Remove conv4 (if any) in place, so the network is the evaluated conv1-conv3."""
+        if PRETEXT_STAGE in self.specs:
+            del self.specs[PRETEXT_STAGE]
+            delattr(self, PRETEXT_STAGE)
+        return self
 
     def features(self, x: torch.Tensor, upto: str = "conv3") -> torch.Tensor:
         """Feature map after stage `upto` (N×C×h×w), e.g. N×64×8×8 after conv2 on 32 px."""
-        if upto not in STAGES:
-            raise ValueError(f"upto must be one of {STAGES}, got {upto!r}")
-        for stage in STAGES:
+        if upto not in self.specs:
+            raise ValueError(f"upto must be one of {self.stages}, got {upto!r}")
+        for stage in self.stages:
             x = getattr(self, stage)(x)
             if stage == upto:
                 return x
         raise AssertionError("unreachable")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled conv3 features, N×D."""
-        return self.pool(self.features(x)).flatten(1)
+        """Pooled features of the last stage (conv3, or conv4 when attached), N×D."""
+        return self.pool(self.features(x, self.last_stage)).flatten(1)
 
 
 def frozen_stages(backbone: ConvBackbone, upto: str = "conv2") -> nn.Sequential:

@@ -1,8 +1,18 @@
 """Where the work runs: the device (`device=auto|cpu|cuda|mps`) and its number format.
 
 `precision=bf16` runs forward passes and losses under bfloat16 autocast (weights, optimiser
-state and the SGD update stay float32): about twice the throughput on recent GPUs. CPU
-runs default to float32, where bf16 autocast is usually slower.
+state and the SGD update stay float32). `precision=auto` (the default) picks bf16 only where
+the hardware computes it natively, and fp32 elsewhere:
+
+- CUDA GPUs that support bf16 (Ampere and later);
+- CPUs with AMX-BF16 or AVX512-BF16 (`lscpu` flags `amx_bf16`, `avx512_bf16`). Measured
+  with `make perf` (training steps of the conv backbones, side by side in one run): 2.2x
+  (small) to 2.6x (64-128-256, two convs per stage) faster on an AMD EPYC with
+  AVX512-BF16; 1.8x to 3.7x on an Intel Xeon with AMX. CPUs without these instructions
+  emulate bf16 and are slower than fp32, so they stay in fp32.
+
+The resolved precision is part of a run's and a pretraining's identity: bf16 and fp32
+results are never mixed.
 """
 
 from __future__ import annotations
@@ -14,6 +24,33 @@ import torch
 from ssl_bench.errors import UserError
 
 PRECISIONS = ("fp32", "bf16")
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # native bf16 arithmetic on x86 CPUs
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo is not there, e.g. macOS)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(name: str, device: torch.device, flags: set[str] | None = None) -> str:
+    """`auto` -> `bf16` where `device` computes bf16 natively, else `fp32`; others unchanged."""
+    if name != "auto":
+        if name not in PRECISIONS:
+            raise UserError(f"precision must be auto or one of {PRECISIONS}, got {name!r}")
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        flags = cpu_flags() if flags is None else flags
+        return "bf16" if flags & set(CPU_BF16_FLAGS) else "fp32"
+    return "fp32"  # MPS: bf16 autocast support varies by OS version
 
 
 def resolve_device(name: str) -> torch.device:

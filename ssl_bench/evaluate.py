@@ -6,11 +6,20 @@ pretrained conv3) plus a linear layer, trained for a step budget; top-1 accuracy
 full test set after the last step (never the best step: the test set is not a
 validation set).
 
+**One labelled-sample budget per K, the same for every method.** The frozen evaluator and
+the supervised baseline (whole network from scratch) train for the same number of steps of
+`eval.batch_size` labelled images at a given K — `budget_steps`: `eval.epochs` passes over
+the K-per-class subset, at least `eval.min_steps`, at most `eval.max_steps`, times
+`eval.budget_scale` (the convergence check reruns cells at 2) — and see the same
+augmentation (`eval.augment`: random crop with padding + flip), drawn by the same code.
+Every row records the steps, the samples (steps x batch) and the augmentation.
+
 conv1–conv2 are in eval mode with gradients off, so neither their weights nor their
-BatchNorm statistics can change. With `eval.feature_cache=true` their output is computed
-once per model for the labelled images and their mirror images, and training draws a
-random one of the two per sample: augmentation is flip-only in that mode (random crops
-would need the frozen stages at every step; `feature_cache=false` does that).
+BatchNorm statistics can change; by default they are recomputed on every augmented batch.
+`eval.feature_cache=true` computes them once per model for the labelled images and their
+mirror images instead, and draws one of the two per sample: exactly the recompute path with
+`eval.augment.crop_padding=0` (tested), so a faster but flip-only protocol, which rows
+record as `eval_augment=flip` and the supervised baseline does not share.
 """
 
 from __future__ import annotations
@@ -63,6 +72,31 @@ def num_steps(num_images: int, batch_size: int, epochs: float, min_steps: int,
     return min(steps, max_steps) if max_steps else steps
 
 
+def budget_steps(cfg: DictConfig, num_images: int) -> int:
+    """The labelled-sample budget of one K, in steps: the same for every method.
+
+    `num_steps` of the `eval` node, times `eval.budget_scale` (1 for the leaderboard, 2 for
+    the convergence check).
+    """
+    base = num_steps(num_images, cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps)
+    return int(round(base * float(cfg.get("budget_scale", 1))))
+
+
+def augment_name(cfg: DictConfig, cached: bool = False) -> str:
+    """What a row's training batches went through, e.g. `crop4+flip` (`flip` when cached)."""
+    parts = [] if cached else ([f"crop{int(cfg.augment.crop_padding)}"] if cfg.augment.crop_padding else [])
+    parts += ["flip"] if cfg.augment.flip else []
+    return "+".join(parts) or "none"
+
+
+def budget_record(cfg: DictConfig, steps: int, num_images: int, cached: bool = False) -> dict:
+    """The budget and augmentation columns of a row (a subset smaller than a batch is the
+    whole batch at every step, so it sees `num_images` samples per step)."""
+    return {"eval_steps": steps, "eval_samples": steps * min(int(cfg.batch_size), num_images),
+            "eval_augment": augment_name(cfg, cached),
+            "eval_budget_scale": float(cfg.get("budget_scale", 1))}
+
+
 def make_classifier(backbone: ConvBackbone, num_classes: int, reinit_conv3: bool,
                     seed: int) -> Conv3Classifier:
     """A fresh copy of conv3 (re-initialised from `seed` unless told not to) + linear."""
@@ -74,6 +108,37 @@ def make_classifier(backbone: ConvBackbone, num_classes: int, reinit_conv3: bool
         for p in conv3.parameters():
             p.requires_grad_(True)
         return Conv3Classifier(conv3, backbone.out_channels("conv3"), num_classes)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(backbone: ConvBackbone, images: torch.Tensor, mean: torch.Tensor,
+                          std: torch.Tensor, device: torch.device, max_images: int,
+                          chunk: int = 500, upto: str = "conv2") -> None:
+    """Re-estimate the BatchNorm statistics of the stages up to `upto` on whole images.
+
+    Patch tasks learn conv1-conv2 statistics on upsampled, per-tile-normalised (for
+    relative position, one-colour) tiles, and the protocol then applies them to whole
+    colour images. This replaces them by the mean and variance (averaged over chunks) of a fixed random
+    `max_images` of `images` (unlabeled, not augmented: the same for every method); the
+    weights do not change.
+    """
+    stages = frozen_stages(backbone, upto)
+    norms = [m for m in stages.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the chunks
+    # stage by stage, so each BatchNorm sees inputs normalised by the layers already redone
+    # a fixed random sample: image folders list their images class by class
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:max_images]
+    for m in norms:
+        m.train()
+        for i in range(0, len(pick), chunk):
+            stages(to_float(images[pick[i:i + chunk]].to(device), mean.to(device), std.to(device)))
+        m.eval()
+    for m in norms:
+        m.momentum = 0.1
+    log.info("BatchNorm statistics of %d layers up to %s re-estimated on %d unlabeled images",
+             len(norms), upto, min(len(images), max_images))
 
 
 def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: int,
@@ -100,7 +165,8 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
     def conv2_of(images_u8: torch.Tensor, flip: bool = False) -> torch.Tensor:
         x = to_float(images_u8.to(device), mean, std)
         x = x.flip(3) if flip else x
-        return frozen(x.contiguous(memory_format=memory_format))
+        with autocast(device, precision):
+            return frozen(x.contiguous(memory_format=memory_format))
 
     start = time.perf_counter()
     test_features = map_chunks(conv2_of, data.test.images, cfg.chunk_size)
@@ -137,17 +203,20 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
                 with torch.no_grad():
                     x = augment(to_float(images[idx], mean, std), cfg.augment.crop_padding,
                                 cfg.augment.flip, gen)
-                    return frozen(x.contiguous(memory_format=memory_format))
+                    with autocast(device, precision):  # the frozen stages: most of a step's cost
+                        return frozen(x.contiguous(memory_format=memory_format))
 
         model = make_classifier(backbone, data.num_classes, cfg.reinit_conv3,
                                 seed * 100_003 + k).to(device, memory_format=memory_format)
-        steps = num_steps(len(subset), cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps)
+        steps = budget_steps(cfg, len(subset))
         final_loss = train_classifier(model, batch_features, labels, steps, cfg, seed + k, device,
                                       desc=f"eval K={k}", progress=progress, precision=precision)
-        acc = accuracy(model, test_features, data.test.labels.to(device), cfg.chunk_size, model)
+        with autocast(device, precision):  # the test pass in the precision it trained in
+            acc = accuracy(model, test_features, data.test.labels.to(device), cfg.chunk_size, model)
         seconds = time.perf_counter() - k_start + shared_seconds / len(ks)
         log.info("K=%d: test accuracy %.2f%% after %d steps (%.1fs)", k, acc, steps, seconds)
-        results.append({"labels_per_class": k, "test_acc": acc, "eval_steps": steps,
+        results.append({"labels_per_class": k, "test_acc": acc,
+                        **budget_record(cfg, steps, len(subset), cached is not None),
                         "eval_final_loss": final_loss, "eval_seconds": seconds})
         if on_result:
             on_result(results[-1])
@@ -161,10 +230,11 @@ def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSp
                      precision: str = "fp32") -> list[dict]:
     """The supervised baseline: the whole network trained from scratch on each K subset.
 
-    Same labelled images as every other method with this seed, same augmentation (crop +
-    flip), and the same number of steps (`cfg.scratch_steps`) for every K — small K gets as
-    many optimiser steps as large K, as in RotNet's supervised baselines. The test set is
-    used only for the final accuracy. `ks` and `on_result` as in `evaluate`.
+    Same labelled images as every other method with this seed, same augmentation
+    (`cfg.augment`, drawn by the same code) and the same budget (`budget_steps`) as the
+    frozen evaluator at each K. A pretext-only stage (conv4) is dropped: the baseline is
+    the evaluated conv1-conv3 architecture. The test set is used only for the final
+    accuracy. `ks` and `on_result` as in `evaluate`.
     """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     mean, std = data.mean.to(device), data.std.to(device)
@@ -175,7 +245,7 @@ def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSp
         subset = balanced_subset(data.train.labels, k, seed)
         images = data.train.images[subset].to(device)  # the only training images it can see
         labels = data.train.labels[subset].to(device)
-        backbone = build_backbone(seed * 100_003 + k)
+        backbone = build_backbone(seed * 100_003 + k).drop_pretext_stage()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed * 100_003 + k)
             model = nn.Sequential(backbone, nn.Linear(backbone.out_channels("conv3"), data.num_classes))
@@ -186,15 +256,17 @@ def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSp
                         cfg.augment.flip, gen)
             return x.contiguous(memory_format=memory_format)
 
-        final_loss = train_classifier(model, batch_inputs, labels, cfg.scratch_steps, cfg,
+        steps = budget_steps(cfg, len(subset))
+        final_loss = train_classifier(model, batch_inputs, labels, steps, cfg,
                                       seed + k, device, desc=f"supervised K={k}", progress=progress,
                                       precision=precision)
-        acc = accuracy(image_predictor(model, mean, std, memory_format), test_images,
-                       data.test.labels.to(device), cfg.chunk_size, model)
+        with autocast(device, precision):
+            acc = accuracy(image_predictor(model, mean, std, memory_format), test_images,
+                           data.test.labels.to(device), cfg.chunk_size, model)
         seconds = time.perf_counter() - k_start
         log.info("supervised K=%d: test accuracy %.2f%% after %d steps (%.1fs)", k, acc,
-                 cfg.scratch_steps, seconds)
-        results.append({"labels_per_class": k, "test_acc": acc, "eval_steps": cfg.scratch_steps,
+                 steps, seconds)
+        results.append({"labels_per_class": k, "test_acc": acc, **budget_record(cfg, steps, len(subset)),
                         "eval_final_loss": final_loss, "eval_seconds": seconds})
         if on_result:
             on_result(results[-1])

@@ -19,11 +19,14 @@ import pandas as pd
 from filelock import FileLock
 
 from ssl_bench.runlog import atomic_write_bytes
+from ssl_bench.stats import main_rows, t_halfwidth
 
 COLUMNS = [
     "run_id", "task", "dataset", "pretrain_dataset", "backbone", "protocol", "labels_per_class",
     "seed", "test_acc", "pretext_metric", "pretext_metric_name", "pretrain_seconds",
-    "pretrain_reused", "pretrain_id", "eval_seconds", "eval_steps", "profile", "git_sha",
+    "pretrain_reused", "pretrain_id", "eval_seconds", "eval_steps", "eval_samples",
+    "eval_augment", "eval_budget_scale", "pretrain_seed", "pretrain_epochs", "precision",
+    "profile", "git_sha",
     "started_at", "finished_at", "run_dir",
 ]
 KEY = ["run_id", "protocol", "labels_per_class"]
@@ -73,18 +76,16 @@ def with_pretrain_dataset(table: pd.DataFrame) -> pd.DataFrame:
 
 def _ci95(std: float, n: int) -> float:
     """Half-width of the 95% confidence interval of a mean of n seeds (Student t)."""
-    if n < 2 or math.isnan(std):
-        return math.nan
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, n - 1) * std / math.sqrt(n))
+    return t_halfwidth(std, n)
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Mean, std, 95% CI and seed count of test accuracy per (data, backbone, protocol, K, task).
 
-    `best` marks the highest mean within each (data, backbone, protocol, K).
+    `best` marks the highest mean within each (data, backbone, protocol, K). Rows of the
+    convergence check (`eval_budget_scale` > 1) are left out.
     """
+    table = main_rows(table)  # convergence-check rows (budget x2) never enter a ranking
     if table.empty:
         return pd.DataFrame(columns=GROUP + ["mean", "std", "ci95", "n", "best"])
     table = with_pretrain_dataset(table)

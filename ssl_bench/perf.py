@@ -18,6 +18,12 @@ d. `backbone_*` / `matmul_gflops`: achieved FLOP/s of backbone training vs this 
    float32 matmul rate.
 e. `eval_peak_*`: peak memory of the cached-feature evaluator over the whole training set,
    measured in a fresh process, and the theoretical size of the cached tensors.
+f. `precision_*`: the bf16 lever. Backbone training steps (small, small2 and the
+   configured backbone) and n×n matmuls in fp32 and under bf16 autocast, side by side, and
+   what `precision=auto` picks on this machine.
+g. `jobs_*`: the parallelism lever on a CPU. Backbone training images/s of one process
+   using every core against as many single-thread processes at once (a joblib sweep with
+   one job per core), summed.
 
 Timings: warm-up calls first, then `--repeats` windows of calls (CUDA synchronised at the
 window edges); a measurement is the median window's time per call.
@@ -61,7 +67,7 @@ from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.folder import is_image_folder_root
 from ssl_bench.data.imageset import DataSplits
 from ssl_bench.data.subsets import balanced_subset
-from ssl_bench.device import autocast, resolve_device
+from ssl_bench.device import autocast, resolve_device, resolve_precision
 from ssl_bench.errors import NonFiniteLossError, UserError, instantiate
 from ssl_bench.evaluate import num_steps
 from ssl_bench.optim import make_optimizer, make_schedule
@@ -712,6 +718,68 @@ PARITY_NOTES = [
 ]
 
 
+def _train_rate(backbone_cfg: DictConfig, shape: Sequence[int], device: torch.device, precision: str,
+                channels_last: bool, sizes: Sizes) -> float:
+    """Backbone forward+backward images/s at `precision` (a plain loss on the pooled features)."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    backbone = make_backbone(backbone_cfg, device, channels_last).train()
+    x = torch.randn(sizes.batch_size, *shape, device=device).contiguous(memory_format=memory_format)
+
+    def fwd_bwd() -> None:
+        backbone.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            loss = backbone(x).float().square().mean()
+        loss.backward()
+
+    return sizes.batch_size / timed(fwd_bwd, sizes.steps, sizes.repeats, sizes.warmup, device,
+                                    sizes.min_window_s)
+
+
+def measure_precision(cfg: DictConfig, data: DataSplits, device: torch.device, sizes: Sizes,
+                      rec: Recorder, auto_precision: str) -> None:
+    """(f) fp32 vs bf16: matmul rates and backbone training rates, measured side by side."""
+    n = sizes.matmul_n
+    for precision in ("fp32", "bf16"):
+        dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        seconds = timed(lambda a=a, b=b: torch.mm(a, b), 1, sizes.matmul_reps, 1, device, 0.0)
+        rec.add(f"matmul_gflops_{precision}", "machine", 2 * n ** 3 / seconds / 1e9,
+                f"GFLOP/s ({precision} mm {n}x{n})")
+    rec.add("precision_auto_is_bf16", "machine", float(auto_precision == "bf16"),
+            "1 = precision=auto picks bf16 here")
+    shape = tuple(data.train.images.shape[1:])
+    backbones = {name: compose_config([f"backbone={name}"]).backbone for name in ("small", "small2")}
+    backbones.setdefault(cfg.backbone.name, cfg.backbone)
+    for name, backbone_cfg in backbones.items():
+        rates = {p: _train_rate(backbone_cfg, shape, device, p, cfg.channels_last, sizes)
+                 for p in ("fp32", "bf16")}
+        for p, rate in rates.items():
+            rec.add(f"precision_{p}_images_per_s", name, rate, "images/s (backbone fwd+bwd)")
+        rec.add("precision_bf16_speedup", name, rates["bf16"] / rates["fp32"], "x (bf16 / fp32)")
+
+
+def _single_thread_rate(backbone_cfg: dict, shape: tuple, precision: str, channels_last: bool,
+                        sizes: Sizes) -> float:
+    torch.set_num_threads(1)
+    return _train_rate(OmegaConf.create(backbone_cfg), shape, torch.device("cpu"), precision,
+                       channels_last, sizes)
+
+
+def measure_jobs(cfg: DictConfig, data: DataSplits, sizes: Sizes, rec: Recorder) -> None:
+    """(g) One process with every core vs one single-thread process per core, at once."""
+    cores = torch.get_num_threads()
+    shape = tuple(data.train.images.shape[1:])
+    one = _train_rate(cfg.backbone, shape, torch.device("cpu"), cfg.precision, cfg.channels_last, sizes)
+    backbone_cfg = OmegaConf.to_container(cfg.backbone, resolve=True)
+    with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
+        rates = list(pool.map(_single_thread_rate, *zip(*[(backbone_cfg, shape, cfg.precision,
+                                                           cfg.channels_last, sizes)] * cores)))
+    rec.add("jobs_one_process_images_per_s", cfg.backbone.name, one, f"images/s ({cores} threads)")
+    rec.add("jobs_parallel_images_per_s", cfg.backbone.name, sum(rates),
+            f"images/s ({cores} processes x 1 thread, summed)")
+    rec.add("jobs_parallel_speedup", cfg.backbone.name, sum(rates) / one, "x (parallel / one)")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ssl-bench-perf", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
@@ -720,9 +788,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds): for tests, not for numbers")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated pretext tasks")
-    p.add_argument("--parts", default="abcde",
+    p.add_argument("--parts", default="abcdefg",
                    help="which measurements: a (batch build share), b (vs conventional), c (evaluator), "
-                        "d (FLOP/s), e (memory)")
+                        "d (FLOP/s), e (memory), f (fp32 vs bf16), g (one job vs one per core)")
     p.add_argument("--steps", type=int, default=None, help="timed training steps per measurement")
     p.add_argument("--repeats", type=int, default=None, help="timing windows (median reported)")
     p.add_argument("--batch-size", type=int, default=None, help="default: train.batch_size (128)")
@@ -740,8 +808,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.tasks.split(",")) - set(TASKS))
     if unknown:
         p.error(f"--tasks: unknown {unknown}; choose from {', '.join(TASKS)}")
-    if not args.parts or set(args.parts) - set("abcde"):
-        p.error(f"--parts takes letters from abcde, got {args.parts!r}")
+    if not args.parts or set(args.parts) - set("abcdefg"):
+        p.error(f"--parts takes letters from abcdefg, got {args.parts!r}")
     return args
 
 
@@ -799,8 +867,10 @@ def _main(args: argparse.Namespace) -> None:
     root = Path(args.data_root).expanduser()
     extra, fallback = data_overrides(root, args.quick, args.overrides)
     base = [*extra, "progress=false", *args.overrides]
-    cfg = compose_config(base)
     device = resolve_device(args.device)
+    auto_precision = resolve_precision(compose_config(base).precision, device)
+    base.append(f"precision={auto_precision}")  # every composed config gets the resolved one
+    cfg = compose_config(base)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(SEED)
@@ -851,6 +921,14 @@ def _main(args: argparse.Namespace) -> None:
     if "e" in args.parts:
         rec.say("peak memory of the cached-feature evaluator (fresh process)")
         measure_memory(cfg, device, sizes, rec)
+        save()
+    if "f" in args.parts:
+        rec.say(f"precision: fp32 vs bf16 autocast (auto picks {auto_precision} here)")
+        measure_precision(cfg, data, device, sizes, rec, auto_precision)
+        save()
+    if "g" in args.parts and device.type == "cpu":
+        rec.say("parallelism: one process with every core vs one single-thread process per core")
+        measure_jobs(cfg, data, sizes, rec)
     md = save()
     print("\n" + "\n".join(header()) + "\n\n" + markdown_table(rec.rows))
     print(f"\nwrote {args.out} and {md}")

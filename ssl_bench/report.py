@@ -21,6 +21,13 @@ import pandas as pd
 
 from ssl_bench.leaderboard import summarize
 from ssl_bench.runlog import atomic_write_bytes
+from ssl_bench.stats import (
+    CONVERGENCE_TOLERANCE,
+    convergence,
+    convergence_status,
+    main_rows,
+    paired_differences,
+)
 
 MAIN_PROTOCOL = "conv3_linear"
 PROTOCOL_ORDER = [MAIN_PROTOCOL, "linear_probe_conv1", "linear_probe_conv2", "linear_probe_conv3",
@@ -178,14 +185,19 @@ def _k_block(part: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _overview(stats: pd.DataFrame) -> list[str]:
-    """Main protocol, methods × K, `mean ± std`, best bold; methods ordered by mean rank over K."""
+CHECK_MARK = {"pass": "✓", "fail": "✗", "not run": "?"}
+
+
+def _overview(stats: pd.DataFrame, checks: pd.DataFrame) -> list[str]:
+    """Main protocol, methods × K, `mean ± std`, best bold, convergence mark; ordered by mean rank."""
     main = stats[stats["protocol"] == MAIN_PROTOCOL]
     lines = [f"## Overview: {MAIN_PROTOCOL}", ""]
     if main.empty:
         return lines + [f"No {MAIN_PROTOCOL} results yet.", ""]
     lines += ["Test accuracy %, mean ± std over seeds; **bold** = best per K; methods ordered by "
-              "their mean rank over K.", ""]
+              "their mean rank over K. Convergence check (the same cell with twice the labelled-"
+              f"sample budget): ✓ changed the mean by at most {CONVERGENCE_TOLERANCE:g} point, "
+              "✗ by more (not converged: read with care), ? not run.", ""]
     for setting, part in main.groupby(SETTING, dropna=False, sort=True):
         ks = sorted(part["labels_per_class"].unique())
         order = part.groupby("task")["rank"].mean().reset_index().sort_values(["rank", "task"])
@@ -199,12 +211,65 @@ def _overview(stats: pd.DataFrame) -> list[str]:
                     continue
                 c = cell.iloc[0]
                 text = f"{c['mean']:.2f} ± {'n/a' if c['n'] < 2 else _num(c['std'])}"
-                row.append(f"**{text}**" if c["best"] else text)
+                mark = CHECK_MARK[convergence_status(checks, setting, MAIN_PROTOCOL, k, task)]
+                row.append((f"**{text}**" if c["best"] else text) + f" {mark}")
             rows.append(row)
         lines += [f"### {_setting_label(*setting)}", ""]
         lines += _md_table(["method"] + [f"K={k}" for k in ks], rows, ["l"] + ["r"] * len(ks))
         lines.append("")
     return lines
+
+
+def _convergence_section(checks: pd.DataFrame) -> list[str]:
+    lines = ["## Convergence check", ""]
+    if checks.empty:
+        return lines + ["Not run: no rows with a larger budget (`make converge`, i.e. "
+                        "`ssl-bench experiment=converge`). Every cell is unchecked (?).", ""]
+    lines += ["Each checked cell rerun with the labelled-sample budget times `scale`; means over "
+              "the seeds that have both budgets. ✗ = |Δ| above "
+              f"{CONVERGENCE_TOLERANCE:g} point.", ""]
+    rows = []
+    for _, r in checks.sort_values(SETTING + ["protocol", "task", "labels_per_class"]).iterrows():
+        rows.append([_setting_label(r["dataset"], r["pretrain_dataset"], r["backbone"]), str(r["protocol"]),
+                     str(r["task"]), str(r["labels_per_class"]), f"×{r['scale']:g}", str(r["n"]),
+                     _num(r["mean_b"]), _num(r["mean_2b"]), f"{r['delta']:+.2f}",
+                     CHECK_MARK[r["status"]]])
+    lines += _md_table(["setting", "protocol", "method", "K", "budget", "seeds", "mean at B",
+                        "mean at larger B", "Δ", "check"], rows,
+                       ["l", "l", "l", "r", "r", "r", "r", "r", "r", "l"])
+    return lines + [""]
+
+
+def _diff_cell(r: pd.Series) -> str:
+    if math.isnan(r["ci95"]):
+        return f"{r['mean_diff']:+.2f} (n={r['n']})"
+    sign = "" if r["lo"] <= 0 <= r["hi"] else " *"
+    return f"{r['mean_diff']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]{sign}"
+
+
+def _paired_section(table: pd.DataFrame) -> list[str]:
+    """Each method minus each baseline present, paired by seed, main protocol."""
+    lines = ["## Paired differences", ""]
+    blocks = []
+    for baseline in ("random", "supervised"):
+        diffs = paired_differences(table, baseline, MAIN_PROTOCOL)
+        if diffs.empty:
+            continue
+        for setting, part in diffs.groupby(SETTING, dropna=False, sort=True):
+            ks = sorted(part["labels_per_class"].unique())
+            rows = []
+            for task, tpart in part.groupby("task", sort=True):
+                cells = {int(r["labels_per_class"]): _diff_cell(r) for _, r in tpart.iterrows()}
+                rows.append([str(task)] + [cells.get(int(k), "–") for k in ks])
+            blocks += [f"### method − {baseline}: {_setting_label(*setting)}", ""]
+            blocks += _md_table(["method"] + [f"K={k}" for k in ks], rows, ["l"] + ["r"] * len(ks))
+            blocks.append("")
+    if not blocks:
+        return lines + ["No baseline (random, supervised) with a shared seed yet.", ""]
+    return lines + [f"{MAIN_PROTOCOL} accuracy of each method minus the baseline's, seed by seed "
+                    "(every method with a seed shares that seed's labelled subsets): mean "
+                    "difference in points [95% interval, Student t over the per-seed "
+                    "differences]; * = the interval excludes 0.", ""] + blocks
 
 
 def _sections(stats: pd.DataFrame) -> list[str]:
@@ -377,7 +442,28 @@ def _header(df: pd.DataFrame) -> list[str]:
             f"- Finished: {dates}", "",
             "Regenerated from the leaderboard CSV by `ssl-bench-leaderboard`; do not edit. "
             "Test accuracy in percent, mean over seeds; ± std is the sample standard deviation; "
-            "95% CI is mean ± t(0.975, n−1)·std/√n (n/a below 2 seeds).", ""]
+            "95% CI is mean ± t(0.975, n−1)·std/√n (n/a below 2 seeds).", "",
+            _interval_scope(df), ""]
+
+
+def _interval_scope(df: pd.DataFrame) -> str:
+    """What the spread over seeds covers: does each seed have its own pretraining?"""
+    base = ("What the intervals cover: a seed draws the labelled subsets (the same for every "
+            "method with that seed) and initialises the evaluated layers")
+    if "pretrain_seed" not in df.columns or "seed" not in df.columns:
+        return base + "; whether each seed also has its own pretraining is not recorded in these rows."
+    pre = df[pd.to_numeric(df["pretrain_seed"], errors="coerce").notna()]
+    if pre.empty:
+        return base + "."
+    own = (pd.to_numeric(pre["pretrain_seed"]) == pd.to_numeric(pre["seed"])).all()
+    per_task = pre.groupby("task")["pretrain_seed"].nunique()
+    if own:
+        return base + ", and each seed pretrains its own backbone: pretraining variance is included."
+    if (per_task == 1).all():
+        return (base + "; each method has one pretraining (`train.seed` fixed), shared by every "
+                "seed: pretraining variance is not included.")
+    return (base + "; some seeds share a pretraining (`train.seed`), so pretraining variance is "
+            "partly included.")
 
 
 def render_markdown(table: pd.DataFrame) -> str:
@@ -386,7 +472,9 @@ def render_markdown(table: pd.DataFrame) -> str:
     if df.empty:
         return "# Leaderboard\n\nThe leaderboard is empty: run `ssl-bench` (or `make smoke`) first.\n"
     stats = compute_stats(table)
-    lines = (_header(df) + _overview(stats) + _sections(stats) + _probe_summary(stats)
+    checks = convergence(table)
+    lines = (_header(df) + _overview(stats, checks) + _paired_section(table)
+             + _convergence_section(checks) + _sections(stats) + _probe_summary(stats)
              + _time_section(compute_times(table)))
     return "\n".join(lines).rstrip() + "\n"
 
@@ -483,7 +571,7 @@ def plot_pretext_vs_downstream(table: pd.DataFrame, path: Path) -> None:
     """
     from matplotlib.figure import Figure
 
-    df = _prepare(table)
+    df = _prepare(main_rows(table))
     colors = _colors(list(df["task"].unique()))  # the same colour per method as the other plot
     df = df[(df["protocol"] == MAIN_PROTOCOL) & df["pretext_metric"].notna()].copy()
     if df.empty:

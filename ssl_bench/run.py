@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from ssl_bench import distributed
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.data import DataSplits, load_data
-from ssl_bench.device import resolve_device
+from ssl_bench.device import resolve_device, resolve_precision
 from ssl_bench.errors import UserError, instantiate
-from ssl_bench.evaluate import evaluate, evaluate_scratch
+from ssl_bench.evaluate import evaluate, evaluate_scratch, recalibrate_batchnorm
 from ssl_bench.leaderboard import append_rows
 from ssl_bench.leaderboard import read as read_leaderboard
 from ssl_bench.probes import probe_protocols, run_probes
@@ -80,12 +80,16 @@ def digest(obj: object) -> str:
 def pretrain_identity(cfg: DictConfig) -> dict:
     """Everything a pretraining's result depends on (device, threads and paths excluded).
 
-    The number of processes is excluded too, unless BatchNorm is left unsynchronised
-    across them: then each process normalises by its own slice and the result differs.
+    The seed is the pretraining's own (`train.seed`, by default the run's seed), and the
+    precision is the resolved one (`run` resolves `auto` first): bf16 and fp32 weights are
+    different pretrainings. The number of processes is excluded, unless BatchNorm is left
+    unsynchronised across them: then each process normalises by its own slice and the
+    result differs.
     """
     ident = {"task": OmegaConf.to_container(cfg.task, resolve=True), "data": _data_identity(cfg.data),
              "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
-             "train": OmegaConf.to_container(cfg.train, resolve=True), "seed": int(cfg.seed)}
+             "train": OmegaConf.to_container(cfg.train, resolve=True),
+             "seed": int(cfg.train.seed), "precision": cfg.precision}
     ctx = distributed.context()
     if ctx.active and not ctx.sync_batchnorm:
         ident["batchnorm_slices"] = ctx.world
@@ -103,7 +107,7 @@ def run_identity(cfg: DictConfig) -> dict:
         evaluation.pop(key, None)  # type: ignore[union-attr]
     for key in ("enabled", "linear_stages", "knn_stages", "labels_per_class"):
         evaluation.get("probes", {}).pop(key, None)  # type: ignore[union-attr]
-    return {**pretrain_identity(cfg), "eval": evaluation,
+    return {**pretrain_identity(cfg), "eval": evaluation, "eval_seed": int(cfg.seed),
             "eval_data": _data_identity(cfg.eval.get("data"))}
 
 
@@ -134,7 +138,7 @@ def finished_rows(leaderboard: Path, run_id: str) -> pd.DataFrame:
 
 def pretrain_dir(cfg: DictConfig) -> Path:
     """The pretraining cache folder: one per distinct pretraining, shared by every run using it."""
-    name = f"{cfg.task.name}_{cfg.data.name}_{cfg.backbone.name}_s{int(cfg.seed)}"
+    name = f"{cfg.task.name}_{cfg.data.name}_{cfg.backbone.name}_s{int(cfg.train.seed)}"
     return Path(cfg.paths.runs_dir) / "pretrain" / f"{name}_{digest(pretrain_identity(cfg))}"
 
 
@@ -167,7 +171,7 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
         if ctx.is_main:
             atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(
                 OmegaConf.create(pretrain_identity(cfg))).encode())
-        result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.seed),
+        result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.train.seed),
                           cfg.channels_last, cfg.progress, cfg.precision)
         if ctx.is_main:
             atomic_write_json(done, {"result": asdict(result), "git_sha": git_sha(),
@@ -190,9 +194,12 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     ctx, device = distributed.setup(resolve_device(cfg.device), **cfg.get("distributed", {}))
     if cfg.deterministic:
         make_deterministic()
+    cfg.precision = resolve_precision(cfg.precision, device)  # identities hold the resolved one
     seed = int(cfg.seed)
-    # everything not drawn from an explicit generator (e.g. head initialisation) follows the seed
-    torch.manual_seed(seed)
+    pretrain_seed = int(cfg.train.seed) if cfg.task.pretrain else seed
+    # everything not drawn from an explicit generator (e.g. head initialisation) follows the
+    # pretraining's seed, then (below) the run's seed for the evaluation
+    torch.manual_seed(pretrain_seed)
     eval_data_cfg = eval_data_config(cfg)
     run_id = (f"{cfg.task.name}-{cfg.data.name}-{eval_data_cfg.name}-{cfg.backbone.name}-s{seed}-"
               f"{digest(run_identity(cfg))}")
@@ -237,12 +244,13 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
             raise UserError(f"eval.{key} has {bad}, but each value must be in 1..{smallest} "
                             f"(the smallest class of {eval_data_cfg.name}'s train split)")
 
-    backbone = build_backbone(cfg.backbone, seed).to(device)
+    backbone = build_backbone(cfg.backbone, pretrain_seed).to(device)
     if cfg.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
     pretext, reused, pretrain_folder = None, False, None
     if cfg.task.pretrain:
         pretext, reused, pretrain_folder = pretrained(cfg, backbone, data, device)
+    torch.manual_seed(seed)
 
     def row(result: dict) -> dict:
         return {
@@ -256,6 +264,10 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
             "pretrain_seconds": pretext.seconds if pretext else 0.0, "pretrain_reused": reused,
             "pretrain_id": pretrain_folder.name if pretrain_folder else None,
             "eval_seconds": result["eval_seconds"], "eval_steps": result["eval_steps"],
+            "eval_samples": result.get("eval_samples"), "eval_augment": result.get("eval_augment"),
+            "eval_budget_scale": result.get("eval_budget_scale"),
+            "pretrain_seed": int(cfg.train.seed) if cfg.task.pretrain else None,
+            "pretrain_epochs": pretext.epochs if pretext else 0, "precision": cfg.precision,
             "profile": cfg.profile_name, "git_sha": sha, "started_at": started_at,
             "finished_at": now_iso(), "run_dir": str(run_dir),
         }
@@ -270,6 +282,9 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
                          device, cfg.channels_last, cfg.progress, ks=main_ks, on_result=record,
                          precision=cfg.precision)
     elif cfg.task.evaluation == "frozen":
+        if cfg.eval.bn_recalibrate:  # before any frozen feature is computed: probes see it too
+            recalibrate_batchnorm(backbone, eval_data.unlabeled, eval_data.mean, eval_data.std,
+                                  device, int(cfg.eval.bn_recalibrate_images), cfg.eval.chunk_size)
         evaluate(backbone, eval_data, cfg.eval, seed, device, cfg.channels_last, cfg.progress,
                  ks=main_ks, on_result=record, precision=cfg.precision)
         for result in run_probes(backbone, eval_data, cfg.eval.probes,

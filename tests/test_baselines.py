@@ -26,8 +26,8 @@ def _tiny_backbone():
 
 def test_supervised_trains_only_on_the_k_subset_and_tests_on_the_test_set(make_cfg, tiny_data,
                                                                          monkeypatch):
-    cfg = make_cfg("profile=smoke", "data=synthetic", "task=supervised", "eval.scratch_steps=3",
-                   "eval.labels_per_class=[4,7]")
+    cfg = make_cfg("profile=smoke", "data=synthetic", "task=supervised", "eval.min_steps=3",
+                   "eval.max_steps=3", "eval.labels_per_class=[4,7]")
     seen = []
     real_train, real_accuracy = evaluate_module.train_classifier, evaluate_module.accuracy
 

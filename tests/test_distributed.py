@@ -68,6 +68,9 @@ def _run(tmp: Path, processes: int, *overrides: str) -> Path:
     args = ["profile=smoke", "data=synthetic", "task=rotation", "progress=false",
             "train.epochs=4", "train.steps_per_epoch=1", "train.batch_size=63",
             "eval.probes.enabled=false", "eval.batch_size=25", f"paths.runs_dir={runs}",
+            # fp32: the claim is that N processes compute the same sums as one; bf16 would
+            # round slices of different sizes differently on a CPU that has it (precision=auto)
+            "precision=fp32",
             f"paths.cache_dir={tmp / 'cache'}", *overrides]
     if processes == 1:
         command = [sys.executable, "-m", "ssl_bench", *args]

@@ -21,8 +21,12 @@ GLOBAL = ["eval_steps_per_s_cached", "eval_steps_per_s_recompute", "eval_speedup
           "matmul_gflops", "backbone_gflop_per_step", "backbone_train_gflops",  # (d)
           "backbone_flop_utilisation",
           "eval_cache_images", "eval_cache_theoretical_mb", "eval_rss_before_eval_mb",  # (e)
-          "eval_peak_rss_mb", "eval_peak_rss_increase_mb"]
-MAY_BE_ZERO = {"eval_peak_rss_increase_mb"}  # tiny data: the evaluator may not raise the mark
+          "eval_peak_rss_mb", "eval_peak_rss_increase_mb",
+          "matmul_gflops_fp32", "matmul_gflops_bf16", "precision_auto_is_bf16",  # (f)
+          "precision_fp32_images_per_s", "precision_bf16_images_per_s", "precision_bf16_speedup",
+          "jobs_one_process_images_per_s", "jobs_parallel_images_per_s", "jobs_parallel_speedup"]  # (g)
+# tiny data: the evaluator may not raise the mark; a CPU without native bf16: auto is fp32
+MAY_BE_ZERO = {"eval_peak_rss_increase_mb", "precision_auto_is_bf16"}
 
 
 def test_quick_run_writes_every_measurement(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

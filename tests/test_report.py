@@ -101,14 +101,16 @@ def test_ranked_tables_match_hand_computation():
 def test_layout_order_overview_and_probe_summary():
     md = render_markdown(_table())
     headings = [line for line in md.splitlines() if line.startswith("## ")]
-    assert headings == ["## Overview: conv3_linear", "## conv3_linear: cifar10 / small",
+    assert headings == ["## Overview: conv3_linear", "## Paired differences", "## Convergence check",
+                        "## conv3_linear: cifar10 / small",
                         "## linear_probe_conv1: cifar10 / small", "## linear_probe_conv2: cifar10 / small",
                         "## Best probed stage per method", "## Wall-clock time"]
     overview = md.split("## Overview: conv3_linear")[1].split("\n## ")[0]
     assert "| method | K=20 | K=100 |" in overview
-    assert "| rotation | **52.00 ± 2.00** | 61.00 ± 1.00 |" in overview
-    assert "| jigsaw | 49.00 ± 1.00 | **64.00 ± 2.00** |" in overview
-    assert "| inpainting | 40.00 ± n/a | 45.00 ± n/a |" in overview
+    # "?": no convergence-check rows, so every cell is marked unchecked
+    assert "| rotation | **52.00 ± 2.00** ? | 61.00 ± 1.00 ? |" in overview
+    assert "| jigsaw | 49.00 ± 1.00 ? | **64.00 ± 2.00** ? |" in overview
+    assert "| inpainting | 40.00 ± n/a ? | 45.00 ± n/a ? |" in overview
     probe = md.split("## Best probed stage per method")[1].split("\n## ")[0]
     assert "| rotation | conv2 (45.00) |" in probe and "| jigsaw | conv1 (44.00) |" in probe
     assert "- Data set(s): cifar10" in md and "- Profile(s): smoke (10 runs)" in md

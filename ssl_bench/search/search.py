@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ssl_bench.batching import index_batches
 from ssl_bench.data import DataSplits, load_data
-from ssl_bench.device import autocast
+from ssl_bench.device import autocast, resolve_precision
 from ssl_bench.errors import NonFiniteLossError, UserError, instantiate
 from ssl_bench.run import _data_identity, digest
 from ssl_bench.runlog import (
@@ -295,7 +295,10 @@ def searched(cfg: DictConfig, device: torch.device, data: DataSplits | None = No
             except ValueError as exc:
                 raise UserError(f"search.network: {exc}") from exc
             task = build_task(cfg, net, data)
+        # auto: the second-order step's finite differences need fp32 whatever the hardware
+        precision = ("fp32" if cfg.precision == "auto" and float(cfg.search.xi) > 0
+                     else resolve_precision(cfg.precision, device))
         result = run_search(net, task, data, cfg, folder, device, seed, cfg.channels_last,
-                            cfg.progress, cfg.precision)
+                            cfg.progress, precision)
         atomic_write_json(done, {"result": asdict(result), "git_sha": git_sha(), "finished_at": now_iso()})
         return SearchOutcome(result, False, folder)

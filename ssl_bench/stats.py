@@ -1,0 +1,138 @@
+"""Statistics over leaderboard rows that compare cells: budgets and paired differences.
+
+Two questions a ranking must answer before anyone believes it:
+
+- **Is each number converged?** The convergence check reruns cells of the leaderboard with
+  the evaluator's labelled-sample budget doubled (`eval.budget_scale=2`, rows marked by
+  `eval_budget_scale`). `convergence` pairs every such row with the row of the same run at
+  budget 1 (same method, seed, K, protocol, pretraining) and reports the mean change.
+  Rows at a scale other than 1 are check rows only: `main_rows` keeps them out of every
+  ranking and summary.
+- **Is a difference between two methods real?** Every method with the same seed is
+  evaluated on the same labelled subsets, so differences are paired: `paired_differences`
+  takes, per seed, method minus baseline, and gives the mean of those differences with a
+  Student-t 95% interval over seeds — not the overlap of two unpaired intervals, which
+  ignores that the seeds' subsets move both methods together.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+SETTING = ["dataset", "pretrain_dataset", "backbone"]
+CONVERGENCE_TOLERANCE = 1.0  # points of mean accuracy between budgets B and 2B
+
+
+def t_halfwidth(std: float, n: int) -> float:
+    """Half-width of the 95% interval of a mean of `n` values with sample std `std` (Student t)."""
+    if n < 2 or std is None or math.isnan(std):
+        return math.nan
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1) * std / math.sqrt(n))
+
+
+def budget_scale(table: pd.DataFrame) -> pd.Series:
+    """Each row's evaluation budget scale; rows from before the column existed count as 1."""
+    if "eval_budget_scale" not in table.columns:
+        return pd.Series(1.0, index=table.index)
+    return pd.to_numeric(table["eval_budget_scale"], errors="coerce").fillna(1.0)
+
+
+def main_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows that rank methods: those at the leaderboard's budget (scale 1)."""
+    return table[np.isclose(budget_scale(table), 1.0)]
+
+
+def _with_setting(table: pd.DataFrame) -> pd.DataFrame:
+    df = table.copy()
+    if "pretrain_dataset" not in df.columns:
+        df["pretrain_dataset"] = df["dataset"]
+    df["pretrain_dataset"] = df["pretrain_dataset"].astype(object).where(
+        df["pretrain_dataset"].notna(), df["dataset"])
+    df["pretrain_id"] = (df["pretrain_id"].astype(object).fillna("-") if "pretrain_id" in df.columns
+                         else "-")
+    df["test_acc"] = pd.to_numeric(df["test_acc"], errors="coerce")
+    df["labels_per_class"] = pd.to_numeric(df["labels_per_class"], errors="coerce").round().astype("Int64")
+    return df[df["test_acc"].notna() & df["labels_per_class"].notna()]
+
+
+CONVERGENCE_COLUMNS = SETTING + ["protocol", "labels_per_class", "task", "scale", "n", "mean_b",
+                                 "mean_2b", "delta", "status"]
+
+
+def convergence(table: pd.DataFrame, tolerance: float = CONVERGENCE_TOLERANCE) -> pd.DataFrame:
+    """Per (setting, protocol, K, method) with check rows: mean at budget 1 and at the larger
+    budget over the seeds that have both, their difference, and `pass`/`fail` (|delta| <=
+    `tolerance` points). Cells without check rows are absent (see `convergence_status`)."""
+    df = _with_setting(table)
+    if df.empty:
+        return pd.DataFrame(columns=CONVERGENCE_COLUMNS)
+    df["scale"] = budget_scale(df)
+    pair_key = SETTING + ["protocol", "labels_per_class", "task", "seed", "pretrain_id"]
+    base = df[np.isclose(df["scale"], 1.0)].groupby(pair_key, dropna=False)["test_acc"].mean()
+    checks = df[df["scale"] > 1.0]
+    rows = []
+    for (scale, *cell), part in checks.groupby(["scale"] + SETTING + ["protocol", "labels_per_class", "task"],
+                                               dropna=False):
+        longer = part.groupby(pair_key, dropna=False)["test_acc"].mean()
+        both = longer.index.intersection(base.index)
+        if not len(both):
+            continue
+        mean_b, mean_2b = float(base.loc[both].mean()), float(longer.loc[both].mean())
+        delta = mean_2b - mean_b
+        rows.append([*cell, float(scale), len(both), mean_b, mean_2b, delta,
+                     "pass" if abs(delta) <= tolerance else "fail"])
+    return pd.DataFrame(rows, columns=CONVERGENCE_COLUMNS)
+
+
+def convergence_status(checks: pd.DataFrame, setting: tuple, protocol: str, k: int, task: str) -> str:
+    """`pass`, `fail` or `not run` for one cell (a failure at any checked scale is a failure)."""
+    if checks.empty:
+        return "not run"
+    hit = checks
+    for col, value in zip(SETTING + ["protocol", "labels_per_class", "task"], (*setting, protocol, k, task)):
+        hit = hit[hit[col] == value]
+    if hit.empty:
+        return "not run"
+    return "fail" if (hit["status"] == "fail").any() else "pass"
+
+
+PAIRED_COLUMNS = SETTING + ["protocol", "labels_per_class", "task", "baseline", "n", "mean_diff",
+                            "std_diff", "ci95", "lo", "hi"]
+
+
+def paired_differences(table: pd.DataFrame, baseline: str, protocol: str | None = None) -> pd.DataFrame:
+    """Method minus `baseline`, paired by seed, per (setting, protocol, K, method).
+
+    Only seeds that both have count; several rows of one (method, seed) cell are averaged.
+    `ci95` is the Student-t half-width over the per-seed differences (n/a below 2 seeds);
+    the interval excludes 0 when `lo > 0` or `hi < 0`.
+    """
+    df = _with_setting(main_rows(table))
+    if protocol is not None:
+        df = df[df["protocol"] == protocol]
+    if df.empty:
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    key = SETTING + ["protocol", "labels_per_class"]
+    cells = df.groupby(key + ["task", "seed"], dropna=False)["test_acc"].mean().reset_index()
+    rows = []
+    for group, part in cells.groupby(key, dropna=False):
+        ref = part[part["task"] == baseline].set_index("seed")["test_acc"]
+        if ref.empty:
+            continue
+        for task, other in part[part["task"] != baseline].groupby("task"):
+            mine = other.set_index("seed")["test_acc"]
+            seeds = mine.index.intersection(ref.index)
+            if not len(seeds):
+                continue
+            diffs = (mine.loc[seeds] - ref.loc[seeds]).to_numpy(dtype=float)
+            n = len(diffs)
+            mean = float(diffs.mean())
+            std = float(diffs.std(ddof=1)) if n > 1 else math.nan
+            half = t_halfwidth(std, n)
+            rows.append([*group, task, baseline, n, mean, std, half, mean - half, mean + half])
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
