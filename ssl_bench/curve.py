@@ -18,9 +18,8 @@ import pandas as pd
 
 from ssl_bench.leaderboard import read
 from ssl_bench.runlog import atomic_write_bytes
-from ssl_bench.stats import main_rows
+from ssl_bench.stats import MAIN_PROTOCOL, main_rows
 
-MAIN_PROTOCOL = "conv3_linear"
 BASELINES = ("random", "supervised")
 
 

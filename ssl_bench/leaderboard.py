@@ -74,11 +74,6 @@ def with_pretrain_dataset(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(pretrain_dataset=table["pretrain_dataset"].astype(object).fillna(table["dataset"]))
 
 
-def _ci95(std: float, n: int) -> float:
-    """Half-width of the 95% confidence interval of a mean of n seeds (Student t)."""
-    return t_halfwidth(std, n)
-
-
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Mean, std, 95% CI and seed count of test accuracy per (data, backbone, protocol, K, task).
 
@@ -91,7 +86,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     table = with_pretrain_dataset(table)
     stats = (table.groupby(GROUP, dropna=False)["test_acc"]
              .agg(mean="mean", std="std", n="count").reset_index())
-    stats["ci95"] = [_ci95(s, n) for s, n in zip(stats["std"], stats["n"])]
+    stats["ci95"] = [t_halfwidth(s, n) for s, n in zip(stats["std"], stats["n"])]
     best = stats.groupby(GROUP[:-1], dropna=False)["mean"].transform("max")
     stats["best"] = stats["mean"] == best
     return stats

@@ -23,16 +23,16 @@ from ssl_bench.leaderboard import summarize
 from ssl_bench.runlog import atomic_write_bytes
 from ssl_bench.stats import (
     CONVERGENCE_TOLERANCE,
+    MAIN_PROTOCOL,
+    SETTING,
     convergence,
     convergence_status,
     main_rows,
     paired_differences,
 )
 
-MAIN_PROTOCOL = "conv3_linear"
 PROTOCOL_ORDER = [MAIN_PROTOCOL, "linear_probe_conv1", "linear_probe_conv2", "linear_probe_conv3",
                   "knn_conv2", "knn_conv3"]
-SETTING = ["dataset", "pretrain_dataset", "backbone"]
 STATS_KEY = SETTING + ["protocol", "labels_per_class", "task"]
 PROBE = re.compile(r"^linear_probe_(conv\d+)$")
 MARKDOWN_NAME = "LEADERBOARD.md"

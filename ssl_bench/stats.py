@@ -22,7 +22,8 @@ import math
 import numpy as np
 import pandas as pd
 
-SETTING = ["dataset", "pretrain_dataset", "backbone"]
+SETTING = ["dataset", "pretrain_dataset", "backbone"]  # what one comparison holds fixed
+MAIN_PROTOCOL = "conv3_linear"
 CONVERGENCE_TOLERANCE = 1.0  # points of mean accuracy between budgets B and 2B
 
 
