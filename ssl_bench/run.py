@@ -111,6 +111,16 @@ def run_identity(cfg: DictConfig) -> dict:
             "eval_data": _data_identity(cfg.eval.get("data"))}
 
 
+def check_budget(eval_cfg: DictConfig) -> None:
+    """The evaluation budget's settings, checked before any data is loaded or trained."""
+    if not float(eval_cfg.budget_scale) > 0:
+        raise UserError(f"eval.budget_scale={eval_cfg.budget_scale} must be a positive number "
+                        "(1 for the leaderboard, 2 for the convergence check)")
+    if eval_cfg.bn_recalibrate and not int(eval_cfg.bn_recalibrate_images) > 0:
+        raise UserError(f"eval.bn_recalibrate_images={eval_cfg.bn_recalibrate_images} must be a "
+                        "positive number of unlabeled images")
+
+
 def eval_data_config(cfg: DictConfig) -> DictConfig:
     """The data set the evaluator uses: `eval.data` when set (transfer), else `data`."""
     eval_data = cfg.eval.get("data")
@@ -195,6 +205,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     if cfg.deterministic:
         make_deterministic()
     cfg.precision = resolve_precision(cfg.precision, device)  # identities hold the resolved one
+    check_budget(cfg.eval)
     seed = int(cfg.seed)
     pretrain_seed = int(cfg.train.seed) if cfg.task.pretrain else seed
     # everything not drawn from an explicit generator (e.g. head initialisation) follows the

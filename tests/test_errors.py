@@ -122,3 +122,14 @@ def test_unwritable_output_folder(tmp_path):
     blocker.write_text("a file where a folder should be")
     res = _cli(tmp_path, "data=synthetic", f"paths.runs_dir={blocker / 'runs'}")
     _assert_clear_error(res, "cannot write to paths.runs_dir", "choose a writable folder")
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("eval.budget_scale=0", "eval.budget_scale=0 must be a positive number"),
+    ("precision=fp16", "precision must be auto or one of"),
+])
+def test_bad_budget_or_precision_is_refused_before_any_work(tmp_path, override, fragment):
+    res = _cli(tmp_path, override)
+    _assert_clear_error(res, fragment)
+    assert not (tmp_path / "runs" / "pretrain").exists()  # nothing trained
+    assert not (tmp_path / "runs" / "leaderboard.csv").exists()  # no rows
