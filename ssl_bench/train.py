@@ -246,6 +246,7 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
         metric_value = last.get(f"train_{task.metric_name}", math.nan)
     held_out = pretext_metrics(backbone, task, data, cfg.pretext_eval_images, device, seed,
                                memory_format)  # every rank holds the same weights: same numbers
+    log.info("held-out pretext metrics: %s", ", ".join(f"{k} {v:.2f}" for k, v in held_out.items()))
     if ctx.is_main:
         append_jsonl(run_dir / "metrics.jsonl",
                      {"held_out": True, **{f"test_{k}": v for k, v in held_out.items()}})
@@ -278,21 +279,36 @@ def pretext_metrics(backbone: ConvBackbone, task: PretextTask, data: DataSplits,
                     device: torch.device, seed: int,
                     memory_format: torch.memory_format = torch.contiguous_format,
                     chunk: int = 256) -> dict[str, float]:
-    """The task's metrics on up to `max_images` test images, eval mode.
+    """The task's metrics on up to `max_images` test images, eval mode, and again under each
+    of the task's `held_out_variants` (keys suffixed with the variant's name).
 
     Test labels are read only by tasks that need labels (the supervised upper bound).
     """
     backbone.eval()
     task.eval()
-    gen = torch.Generator(device=device).manual_seed(seed + 2)
     pick = heldout_indices(data, max_images)
     images = data.test.images[pick].to(device)
     labels = data.test.labels[pick].to(device) if task.needs_labels else None
-    sums: dict[str, float] = {}
-    for i in range(0, len(images), chunk):
-        x = to_float(images[i:i + chunk], data.mean, data.std)
-        inputs, targets = task.make_batch(x, gen, labels[i:i + chunk] if labels is not None else None)
-        outputs = task(backbone, to_memory_format(inputs, memory_format))
-        for name, value in task.metrics(outputs, targets).items():
-            sums[name] = sums.get(name, 0.0) + value * len(x)
-    return {k: v / max(len(images), 1) for k, v in sums.items()}
+
+    def measure() -> dict[str, float]:
+        gen = torch.Generator(device=device).manual_seed(seed + 2)
+        sums: dict[str, float] = {}
+        for i in range(0, len(images), chunk):
+            x = to_float(images[i:i + chunk], data.mean, data.std)
+            inputs, targets = task.make_batch(x, gen, labels[i:i + chunk] if labels is not None else None)
+            outputs = task(backbone, to_memory_format(inputs, memory_format))
+            for name, value in task.metrics(outputs, targets).items():
+                sums[name] = sums.get(name, 0.0) + value * len(x)
+        return {k: v / max(len(images), 1) for k, v in sums.items()}
+
+    result = measure()
+    for variant, settings in task.held_out_variants().items():
+        saved = {attr: getattr(task, attr) for attr in settings}
+        try:
+            for attr, value in settings.items():
+                setattr(task, attr, value)
+            result.update({f"{k}_{variant}": v for k, v in measure().items()})
+        finally:
+            for attr, value in saved.items():
+                setattr(task, attr, value)
+    return result

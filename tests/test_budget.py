@@ -95,6 +95,15 @@ def test_budget_scale_doubles_the_steps(make_cfg, tiny_data, monkeypatch):
     assert row["eval_samples"] == 8 * 16 and row["eval_budget_scale"] == 2.0
 
 
+@pytest.mark.parametrize("profile, ks", [("cpu", [20, 400]), ("quick", [20, 100]), ("smoke", [5, 20])])
+def test_convergence_check_runs_the_profiles_smallest_and_largest_k(make_cfg, profile, ks):
+    cfg = make_cfg("experiment=converge", f"profile={profile}")
+    assert list(cfg.eval.labels_per_class) == ks
+    assert min(ks) == min(make_cfg(f"profile={profile}").eval.labels_per_class)
+    assert max(ks) == max(make_cfg(f"profile={profile}").eval.labels_per_class)
+    assert cfg.eval.budget_scale == 2 and not cfg.eval.probes.enabled
+
+
 def test_eval_samples_counts_images_actually_seen(make_cfg, tiny_data, monkeypatch):
     """K=2 x 10 classes = 20 images < batch 32: every step sees the 20 images, so the row's
     sample count is steps x 20, not steps x the batch size."""

@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from ssl_bench.backbone import ConvBackbone
-from ssl_bench.data.augment import to_float
+from ssl_bench.data.augment import random_translate, to_float
 from ssl_bench.tasks.inpainting import InpaintingTask, dilate, make_masks
 from ssl_bench.tasks.jigsaw import JigsawTask, hamming_permutations, min_pairwise_hamming
 from ssl_bench.tasks.patches import cut_patches
 from ssl_bench.tasks.relative_position import OFFSETS, RelativePositionTask
 from ssl_bench.tasks.rotation import RotationTask
+from ssl_bench.train import pretext_metrics
 
 SHAPE = (3, 32, 32)
 
@@ -228,3 +229,33 @@ def test_batches_are_deterministic_for_a_seed(name):
     a = task.make_batch(_images(), torch.Generator().manual_seed(9))
     b = task.make_batch(_images(), torch.Generator().manual_seed(9))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+# --- JPEG block phase ------------------------------------------------------------------------
+
+PATCH_TASKS = {
+    "jigsaw": lambda shifts: JigsawTask(16, SHAPE, phase_shifts=shifts),
+    "relative_position": lambda shifts: RelativePositionTask(16, SHAPE, phase_shifts=shifts),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATCH_TASKS))
+def test_phase_shifts_cut_the_patches_from_translated_images(name):
+    """phase_shifts=8: the same patches as the plain task cuts from randomly translated images."""
+    images = _images()
+    shifted = PATCH_TASKS[name](8).make_batch(images, torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    translated = random_translate(images, 8, gen)
+    plain = PATCH_TASKS[name](0).make_batch(translated, gen)
+    assert torch.equal(shifted[0], plain[0]) and torch.equal(shifted[1], plain[1])
+    unshifted = PATCH_TASKS[name](0).make_batch(images, torch.Generator().manual_seed(3))
+    assert not torch.equal(shifted[0], unshifted[0])
+
+
+@pytest.mark.parametrize("name", sorted(PATCH_TASKS))
+def test_held_out_metrics_include_the_random_phase_variant(name, tiny_data):
+    task = PATCH_TASKS[name](0)
+    metrics = pretext_metrics(_tiny_backbone(), task, tiny_data, 16, torch.device("cpu"), seed=0)
+    assert set(metrics) == {"accuracy", "accuracy_phase_random"}
+    assert task.phase_shifts == 0  # the variant's setting was put back
+    assert PATCH_TASKS[name](8).held_out_variants() == {}  # already random: nothing to add

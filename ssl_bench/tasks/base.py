@@ -14,6 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +89,12 @@ class PretextTask(nn.Module, ABC):
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Pretext metrics of a batch; `metric_name` is the primary one (accuracy, percent)."""
         return {"accuracy": (outputs.argmax(1) == targets).float().mean().item() * 100.0}
+
+    def held_out_variants(self) -> dict[str, dict[str, Any]]:
+        """Extra settings under which the held-out pretext metrics are also measured, by name
+        (attribute -> value, set only for that measurement): shortcut checks, e.g. whether a
+        patch task still solves its puzzle once the JPEG block grid's phase is random."""
+        return {}
 
     def examples(self, images: torch.Tensor, generator: torch.Generator) -> list[list[Panel]]:
         """Rows of panels showing what the network sees for a few images (`ssl-bench-show`).

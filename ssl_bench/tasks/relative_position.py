@@ -11,6 +11,11 @@ Sizes on 32-px images (defaults): 8-px patches on a 3×3 grid with a 3-px gap an
 of 0..2 px per patch, so 3·8 + 2·3 + 2 = 32 px are used and two neighbouring patches are
 1 to 5 px apart. Patches are upsampled to `input_size` (16 px) before the backbone, for the
 same reason as the jigsaw tiles: two pools would leave an 8-px patch a 2×2 map at conv3.
+
+JPEG shortcut: the neighbour's cell fixes where the 8×8 JPEG block edges fall inside it
+(e.g. a left neighbour starts at x = 0..2, a right one at x = 22..24), so block phase alone
+could tell the answer; `phase_shifts=8` translates each image by a random -4..3 px
+(reflect-filled) first, making the phase independent of the cell (see jigsaw.py).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from ssl_bench.backbone import ConvBackbone
+from ssl_bench.data.augment import random_translate
 from ssl_bench.tasks.base import Panel, PretextTask
 from ssl_bench.tasks.patches import SiameseHead, cut_patches, normalize_each, resize_patches
 
@@ -32,8 +38,10 @@ class RelativePositionTask(PretextTask):
     def __init__(self, feature_dim: int, image_shape: tuple[int, int, int], patch: int = 8,
                  gap: int = 3, jitter: int = 2, input_size: int = 16,
                  color_dropping: bool = True, noise_scale: float = 0.01,
-                 normalize_patches: bool = True, embed_dim: int = 128, hidden_dim: int = 512):
+                 normalize_patches: bool = True, embed_dim: int = 128, hidden_dim: int = 512,
+                 phase_shifts: int = 0):
         super().__init__(feature_dim, image_shape)
+        self.phase_shifts = phase_shifts
         size = min(image_shape[1:])
         used = 3 * patch + 2 * gap + jitter
         if used > size or patch < 4:
@@ -73,6 +81,7 @@ class RelativePositionTask(PretextTask):
     def make_batch(self, images: torch.Tensor, generator: torch.Generator,
                    labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """N images -> (2N patches: centre of image i at 2i, its neighbour at 2i+1; N labels)."""
+        images = random_translate(images, self.phase_shifts, generator)
         geometry = self.sample_geometry(len(images), generator, images.device)
         patches = cut_patches(images, geometry["top"], geometry["left"], self.patch)
         if self.color_dropping:
@@ -80,6 +89,11 @@ class RelativePositionTask(PretextTask):
         if self.normalize_patches:
             patches = normalize_each(patches)
         return resize_patches(patches, self.input_size).flatten(0, 1), geometry["targets"]
+
+    def held_out_variants(self) -> dict[str, dict[str, int]]:
+        """The held-out accuracy also with a random block phase: a large drop from the plain
+        one means the task was solved partly from where the JPEG block edges fall."""
+        return {} if self.phase_shifts == 8 else {"phase_random": {"phase_shifts": 8}}
 
     def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(backbone(inputs))
