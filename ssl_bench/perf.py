@@ -353,6 +353,14 @@ class RotationLabels:
         return rotated, torch.arange(len(self.turns))
 
 
+def sample_origin(origin: int, shifts: int) -> tuple[int, int]:
+    """One sample's layout corner (row, column): `origin` + 0..shifts-1 px per axis."""
+    if shifts <= 1:
+        return origin, origin
+    oy, ox = (origin + torch.randint(0, shifts, (2,))).tolist()
+    return oy, ox
+
+
 class JigsawLabels:
     """A grid of jittered tiles, shuffled by a random member of the task's permutation set,
     resized and normalised per tile (T×C×s×s) and the permutation's index."""
@@ -360,12 +368,14 @@ class JigsawLabels:
     def __init__(self, task: JigsawTask):
         self.grid, self.cell, self.tile, self.jitter = task.grid, task.cell, task.tile, task.jitter
         self.size, self.normalize = task.input_size, task.normalize_tiles
+        self.origin, self.shifts = task.origin, task.origin_shifts
         self.permutations = task.permutations.cpu()
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         n = self.grid * self.grid
+        oy, ox = sample_origin(self.origin, self.shifts)
         dy, dx = torch.randint(0, self.jitter + 1, (2, n)).tolist()
-        corners = [((k // self.grid) * self.cell + dy[k], (k % self.grid) * self.cell + dx[k])
+        corners = [(oy + (k // self.grid) * self.cell + dy[k], ox + (k % self.grid) * self.cell + dx[k])
                    for k in range(n)]  # grid order, row-major
         tiles = torch.stack([x[:, t:t + self.tile, s:s + self.tile] for t, s in corners])
         target = int(torch.randint(len(self.permutations), ()))
@@ -380,15 +390,16 @@ class RelativePositionLabels:
 
     def __init__(self, task: RelativePositionTask):
         self.patch, self.stride, self.jitter = task.patch, task.patch + task.gap, task.jitter
-        self.margin, self.size = task.margin, task.input_size
+        self.origin, self.shifts, self.size = task.origin, task.origin_shifts, task.input_size
         self.color_dropping, self.noise_scale = task.color_dropping, task.noise_scale
         self.normalize = task.normalize_patches
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         target = int(torch.randint(len(OFFSETS), ()))
         dr, dc = OFFSETS[target]
+        oy, ox = sample_origin(self.origin, self.shifts)
         dy, dx = torch.randint(0, self.jitter + 1, (2, 2)).tolist()
-        corners = [(self.margin + r * self.stride + dy[j], self.margin + c * self.stride + dx[j])
+        corners = [(oy + r * self.stride + dy[j], ox + c * self.stride + dx[j])
                    for j, (r, c) in enumerate(((1, 1), (1 + dr, 1 + dc)))]
         patches = torch.stack([x[:, t:t + self.patch, s:s + self.patch] for t, s in corners])
         if self.color_dropping:  # keep one channel per patch, the others become faint noise

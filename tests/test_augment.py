@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from ssl_bench.data.augment import random_crop, random_flip, random_translate, to_float
+from ssl_bench.data.augment import random_crop, random_flip, to_float
 
 
 def test_crop_matches_a_per_sample_reference():
@@ -39,23 +39,3 @@ def test_to_float_normalises():
     x = to_float(images, mean, std)
     assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-2)
-
-
-def test_translate_matches_a_per_sample_reflect_reference():
-    x = torch.randn(64, 3, 12, 12)
-    out = random_translate(x, 8, torch.Generator().manual_seed(1))
-    gen = torch.Generator().manual_seed(1)
-    dy = torch.randint(0, 8, (64,), generator=gen)
-    dx = torch.randint(0, 8, (64,), generator=gen)
-    padded = F.pad(x, (4, 3, 4, 3), mode="reflect")
-    for i in range(64):
-        assert torch.equal(out[i], padded[i, :, dy[i]:dy[i] + 12, dx[i]:dx[i] + 12])
-    # every one of the 8 phases of an 8-px grid is drawn (shifts -4..3)
-    assert set((dy - 4).tolist()) == set(range(-4, 4))
-
-
-def test_translate_fills_borders_by_reflection_not_zeros():
-    x = torch.rand(32, 1, 16, 16) + 1.0  # no pixel near zero
-    out = random_translate(x, 8, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and bool((out >= 1.0).all())
-    assert torch.equal(random_translate(x, 1, torch.Generator()), x)  # one offset: unchanged

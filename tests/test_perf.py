@@ -89,14 +89,15 @@ def test_conventional_batches_fit_the_same_model(name: str, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("name", perf.TASKS)
 def test_conventional_pseudo_labels_match_ours_without_randomness(name: str, tmp_path: Path) -> None:
-    """With jitter, crops, flips and colour dropping off, a conventional sample is exactly what
+    """With jitter, layout shifts, crops, flips and colour dropping off, a conventional sample is exactly what
     our batched `make_batch` makes of the same image for the same pseudo-label."""
     from ssl_bench.data.augment import to_float
     from ssl_bench.tasks.patches import cut_patches, normalize_each, resize_patches
     from ssl_bench.tasks.relative_position import OFFSETS
 
-    off = {"jigsaw": ["task.module.jitter=0"],
-           "relative_position": ["task.module.jitter=0", "task.module.color_dropping=false"]}
+    off = {"jigsaw": ["task.module.jitter=0", "task.module.origin_shifts=1"],
+           "relative_position": ["task.module.jitter=0", "task.module.color_dropping=false",
+                                 "task.module.origin_shifts=1"]}
     data = load_synthetic("synthetic", num_train=16, num_test=8, image_size=32, seed=0)
     cfg = perf.compose_config(["data=synthetic", f"task={name}", f"paths.cache_dir={tmp_path}",
                                *off.get(name, [])])
@@ -124,8 +125,8 @@ def test_conventional_pseudo_labels_match_ours_without_randomness(name: str, tmp
         else:  # relative position: the centre and the neighbour `target` names, cut our way
             dr, dc = OFFSETS[target]
             stride = task.patch + task.gap
-            top = torch.tensor([[1, 1 + dr]]) * stride + task.margin
-            left = torch.tensor([[1, 1 + dc]]) * stride + task.margin
+            top = torch.tensor([[1, 1 + dr]]) * stride + task.origin
+            left = torch.tensor([[1, 1 + dc]]) * stride + task.origin
             ours = resize_patches(normalize_each(cut_patches(x[i:i + 1], top, left, task.patch)),
                                   task.input_size)[0]
             assert torch.allclose(inputs, ours, atol=1e-5)

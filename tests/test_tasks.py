@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ssl_bench.backbone import ConvBackbone
-from ssl_bench.data.augment import random_translate, to_float
+from ssl_bench.data.augment import to_float
 from ssl_bench.tasks.inpainting import InpaintingTask, dilate, make_masks
 from ssl_bench.tasks.jigsaw import JigsawTask, hamming_permutations, min_pairwise_hamming
 from ssl_bench.tasks.patches import cut_patches
@@ -233,29 +233,67 @@ def test_batches_are_deterministic_for_a_seed(name):
 
 # --- JPEG block phase ------------------------------------------------------------------------
 
-PATCH_TASKS = {
-    "jigsaw": lambda shifts: JigsawTask(16, SHAPE, phase_shifts=shifts),
-    "relative_position": lambda shifts: RelativePositionTask(16, SHAPE, phase_shifts=shifts),
-}
+def _coordinate_images(n: int) -> torch.Tensor:
+    """Images whose channel 0 is the row and channel 1 the column of each pixel."""
+    rows = torch.arange(32.0).view(32, 1).expand(32, 32)
+    return torch.stack([rows, rows.T, torch.zeros(32, 32)]).expand(n, 3, 32, 32).clone()
 
 
-@pytest.mark.parametrize("name", sorted(PATCH_TASKS))
-def test_phase_shifts_cut_the_patches_from_translated_images(name):
-    """phase_shifts=8: the same patches as the plain task cuts from randomly translated images."""
-    images = _images()
-    shifted = PATCH_TASKS[name](8).make_batch(images, torch.Generator().manual_seed(3))
-    gen = torch.Generator().manual_seed(3)
-    translated = random_translate(images, 8, gen)
-    plain = PATCH_TASKS[name](0).make_batch(translated, gen)
-    assert torch.equal(shifted[0], plain[0]) and torch.equal(shifted[1], plain[1])
-    unshifted = PATCH_TASKS[name](0).make_batch(images, torch.Generator().manual_seed(3))
-    assert not torch.equal(shifted[0], unshifted[0])
+def _jigsaw_corners(task: JigsawTask, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    tiles = task.cut_tiles(_coordinate_images(n), torch.Generator().manual_seed(seed))
+    return tiles[:, :, 0, 0, 0].long(), tiles[:, :, 1, 0, 0].long()  # N×T top, left
 
 
-@pytest.mark.parametrize("name", sorted(PATCH_TASKS))
-def test_held_out_metrics_include_the_random_phase_variant(name, tiny_data):
-    task = PATCH_TASKS[name](0)
+def _relative_position_corners(task: RelativePositionTask, n: int, seed: int = 0):
+    geometry = task.sample_geometry(n, torch.Generator().manual_seed(seed), torch.device("cpu"))
+    return geometry["top"], geometry["left"]
+
+
+def test_jigsaw_grid_sits_at_one_random_origin_per_image():
+    task = JigsawTask(16, SHAPE, cell=8, origin_shifts=8)
+    top, left = _jigsaw_corners(task, 500)
+    cells = torch.arange(9)
+    origin_y = top - (cells // 3) * 8  # = the image's origin + the tile's jitter 0..2
+    origin_x = left - (cells % 3) * 8
+    assert int((origin_y.max(1).values - origin_y.min(1).values).max()) <= task.jitter
+    assert set(origin_x.min(1).values.tolist()) <= set(range(0, 10))
+    assert set(origin_x.min(1).values.tolist()) >= set(range(0, 8))  # every origin is drawn
+    assert int((left + task.tile).max()) <= 32 and int((top + task.tile).max()) <= 32
+
+
+@pytest.mark.parametrize("name", ["jigsaw", "relative_position"])
+def test_block_phase_of_a_patch_does_not_depend_on_its_cell(name):
+    """With the CIFAR-10 settings every cell's patches fall at each of the 8 JPEG block phases
+    about equally often; at a fixed origin (the old layout) each cell has its own phases."""
+    if name == "jigsaw":
+        corners = lambda task: _jigsaw_corners(task, 4000)[1]  # noqa: E731  N×9 left edges
+        fair, fixed = JigsawTask(16, SHAPE, cell=8, origin_shifts=8), JigsawTask(16, SHAPE)
+        cell_of = torch.arange(9).expand(4000, 9) % 3
+    else:
+        corners = lambda task: _relative_position_corners(task, 4000)[1]  # noqa: E731  N×2
+        fair = RelativePositionTask(16, SHAPE, patch=6, gap=2, origin_shifts=8)
+        fixed = RelativePositionTask(16, SHAPE)
+        targets = fair.sample_geometry(4000, torch.Generator().manual_seed(0), torch.device("cpu"))["targets"]
+        cell_of = torch.stack([torch.ones_like(targets), 1 + torch.tensor(OFFSETS)[targets, 1]], 1)
+
+    def phase_shares(task):
+        phase = corners(task) % 8
+        return torch.stack([torch.bincount(phase[cell_of == c], minlength=8).float()
+                            / int((cell_of == c).sum()) for c in range(3)])  # cell column x phase
+
+    shares = phase_shares(fair)
+    assert float(shares.min()) > 0.09 and float(shares.max()) < 0.16  # uniform = 0.125
+    assert float(phase_shares(fixed).min()) == 0.0  # fixed origin: some phases never occur there
+
+
+@pytest.mark.parametrize("task", [JigsawTask(16, SHAPE, cell=8, origin_shifts=8),
+                                  RelativePositionTask(16, SHAPE, patch=6, gap=2, origin_shifts=8)])
+def test_held_out_metrics_include_every_fixed_origin(task, tiny_data):
     metrics = pretext_metrics(_tiny_backbone(), task, tiny_data, 16, torch.device("cpu"), seed=0)
-    assert set(metrics) == {"accuracy", "accuracy_phase_random"}
-    assert task.phase_shifts == 0  # the variant's setting was put back
-    assert PATCH_TASKS[name](8).held_out_variants() == {}  # already random: nothing to add
+    assert set(metrics) == {"accuracy", *(f"accuracy_origin{o}" for o in range(9))}
+    assert task.origin_shifts == 8 and task.origin == 0  # the variants' settings were put back
+
+
+def test_a_layout_that_cannot_move_is_rejected():
+    with pytest.raises(ValueError, match="origin_shifts"):
+        JigsawTask(16, SHAPE, cell=10, origin_shifts=8)  # 30 px + 7 > 32

@@ -16,9 +16,12 @@ as in the paper, from a seeded start; it is a buffer (so it is in every checkpoi
 written to the run folder as `permutations.json`.
 
 JPEG shortcut: CIFAR-10 here is stored as JPEG, whose 8×8 block edges sit at fixed image
-positions, so a tile at a fixed grid cell also has a fixed block phase (where the edges fall
-inside it) that could tell its cell. `phase_shifts=8` translates each image by a random
--4..3 px (reflect-filled) before cutting, which makes the phase independent of the cell.
+positions. With 10-px cells each tile has a block phase (where the edges fall inside it)
+fixed by its cell, and a network reads the cell from it: measured, 97.9% held-out jigsaw
+accuracy that falls to 0% when the images move by 4 px, and features worse than random
+init. `cell=8` (the block size) gives every cell the same phase, and `origin_shifts=8`
+places the whole grid at a random 0..7 px offset per image, so neither a tile's phase nor
+the phase difference between two tiles depends on their cells (README: shortcuts).
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ import numpy as np
 import torch
 
 from ssl_bench.backbone import ConvBackbone
-from ssl_bench.data.augment import random_translate
 from ssl_bench.tasks.base import Panel, PretextTask
-from ssl_bench.tasks.patches import SiameseHead, cut_patches, normalize_each, resize_patches
+from ssl_bench.tasks.patches import (SiameseHead, check_layout, cut_patches, layout_origins,
+                                     normalize_each, phase_variants, resize_patches)
 
 
 @functools.lru_cache(maxsize=8)
@@ -83,17 +86,21 @@ class JigsawTask(PretextTask):
     def __init__(self, feature_dim: int, image_shape: tuple[int, int, int], grid: int = 3,
                  num_permutations: int = 100, jitter: int = 2, input_size: int = 16,
                  normalize_tiles: bool = True, embed_dim: int = 128, hidden_dim: int = 512,
-                 permutation_seed: int = 0, phase_shifts: int = 0):
+                 permutation_seed: int = 0, cell: int | None = None, origin_shifts: int = 1,
+                 origin: int = 0):
         super().__init__(feature_dim, image_shape)
-        self.phase_shifts = phase_shifts
         size = min(image_shape[1:])
+        self.size = size
         self.grid, self.jitter, self.input_size = grid, jitter, input_size
-        self.cell = size // grid
+        self.cell = cell or size // grid
         self.tile = self.cell - jitter
-        if grid < 2 or self.tile < 4:
-            raise ValueError(f"{size}-px images give {self.cell}-px cells in a {grid}x{grid} grid: "
-                             f"too small for {jitter} px of jitter; lower task.module.grid or "
-                             "task.module.jitter, or raise data.image_size")
+        self.origin_shifts, self.origin = origin_shifts, origin
+        if grid < 2 or self.tile < 4 or grid * self.cell > size:
+            raise ValueError(f"a {grid}x{grid} grid of {self.cell}-px cells with {jitter} px of jitter "
+                             f"does not fit {size}-px images with tiles of at least 4 px; lower "
+                             "task.module.grid, task.module.cell or task.module.jitter, or raise "
+                             "data.image_size")
+        check_layout(grid * self.cell + origin, size, origin_shifts, f"{grid}x{grid} cells of {self.cell} px")
         perms, distance = hamming_permutations(grid * grid, num_permutations, permutation_seed)
         self.register_buffer("permutations", perms.clone())
         self.min_hamming_distance = distance
@@ -108,9 +115,10 @@ class JigsawTask(PretextTask):
         """Tiles in grid order (row-major), each jittered inside its cell: N×T×C×t×t."""
         n, dev = images.shape[0], images.device
         cells = torch.arange(self.num_tiles, device=dev)
-        top = (cells // self.grid) * self.cell + torch.randint(
+        top0, left0 = layout_origins(n, self.origin_shifts, self.origin, generator, dev)
+        top = top0[:, None] + (cells // self.grid) * self.cell + torch.randint(
             0, self.jitter + 1, (n, self.num_tiles), generator=generator, device=dev)
-        left = (cells % self.grid) * self.cell + torch.randint(
+        left = left0[:, None] + (cells % self.grid) * self.cell + torch.randint(
             0, self.jitter + 1, (n, self.num_tiles), generator=generator, device=dev)
         return cut_patches(images, top, left, self.tile)
 
@@ -120,7 +128,7 @@ class JigsawTask(PretextTask):
 
         Shuffled position j of image i holds its grid tile `permutations[target_i][j]`.
         """
-        tiles = self.cut_tiles(random_translate(images, self.phase_shifts, generator), generator)
+        tiles = self.cut_tiles(images, generator)
         n = tiles.shape[0]
         targets = torch.randint(0, len(self.permutations), (n,), generator=generator,
                                 device=images.device)
@@ -138,9 +146,8 @@ class JigsawTask(PretextTask):
         return torch.empty_like(shuffled).scatter_(1, index, shuffled)
 
     def held_out_variants(self) -> dict[str, dict[str, int]]:
-        """The held-out accuracy also with a random block phase: a large drop from the plain
-        one means the task was solved partly from where the JPEG block edges fall."""
-        return {} if self.phase_shifts == 8 else {"phase_random": {"phase_shifts": 8}}
+        """The held-out accuracy with the grid at each fixed origin 0..8 px (patches.phase_variants)."""
+        return phase_variants(self.size, self.grid * self.cell)
 
     def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(backbone(inputs))  # one trunk for every tile

@@ -46,6 +46,34 @@ def normalize_each(patches: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return centred / (std + eps)
 
 
+def layout_origins(n: int, shifts: int, origin: int, generator: torch.Generator,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left corner (rows, columns; each N) of every image's patch layout: `origin` plus
+    a uniform 0..shifts-1 px, drawn independently per image and axis."""
+    if shifts <= 1:
+        zero = torch.full((n,), origin, device=device, dtype=torch.long)
+        return zero, zero.clone()
+    top = origin + torch.randint(0, shifts, (n,), generator=generator, device=device)
+    left = origin + torch.randint(0, shifts, (n,), generator=generator, device=device)
+    return top, left
+
+
+def check_layout(used: int, size: int, shifts: int, what: str) -> None:
+    """A layout of `used` px placed at `shifts` origins must fit the image."""
+    if used + shifts - 1 > size:
+        raise ValueError(f"{what} need {used} px and task.module.origin_shifts={shifts} moves "
+                         f"them by up to {shifts - 1} px more, but images are {size} px; lower "
+                         "origin_shifts, the patch sizes, or raise data.image_size")
+
+
+def phase_variants(size: int, used: int, block: int = 8) -> dict[str, dict[str, int]]:
+    """Held-out settings that place the whole layout at one fixed origin o = 0..block (each
+    pass: `origin_shifts=1, origin=o`). The JPEG 8×8 luma grid puts every o mod 8 at its own
+    block phase, and o and o+8 differ only in the 16×16 chroma grid (4:2:0), so accuracy
+    that varies with o means the task reads where block edges fall, not the image."""
+    return {f"origin{o}": {"origin_shifts": 1, "origin": o} for o in range(min(block, size - used) + 1)}
+
+
 class SiameseHead(nn.Module):
     """Head over a tuple of patches embedded by one shared trunk (jigsaw, relative position).
 

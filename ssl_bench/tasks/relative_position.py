@@ -12,10 +12,11 @@ of 0..2 px per patch, so 3·8 + 2·3 + 2 = 32 px are used and two neighbouring p
 1 to 5 px apart. Patches are upsampled to `input_size` (16 px) before the backbone, for the
 same reason as the jigsaw tiles: two pools would leave an 8-px patch a 2×2 map at conv3.
 
-JPEG shortcut: the neighbour's cell fixes where the 8×8 JPEG block edges fall inside it
-(e.g. a left neighbour starts at x = 0..2, a right one at x = 22..24), so block phase alone
-could tell the answer; `phase_shifts=8` translates each image by a random -4..3 px
-(reflect-filled) first, making the phase independent of the cell (see jigsaw.py).
+JPEG shortcut: with 11 px between cells, the neighbour's cell fixes where the 8×8 JPEG
+block edges fall inside it (a left neighbour starts at x = 0..2, a right one at 22..24), so
+block phase alone tells much of the answer (measured: 64% held-out accuracy, 2% once the
+images move by 4 px). `patch + gap = 8` (the block size) gives every cell the same phase
+and `origin_shifts=8` places the layout at a random 0..7 px offset per image (jigsaw.py).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from __future__ import annotations
 import torch
 
 from ssl_bench.backbone import ConvBackbone
-from ssl_bench.data.augment import random_translate
 from ssl_bench.tasks.base import Panel, PretextTask
-from ssl_bench.tasks.patches import SiameseHead, cut_patches, normalize_each, resize_patches
+from ssl_bench.tasks.patches import (SiameseHead, check_layout, cut_patches, layout_origins,
+                                     normalize_each, phase_variants, resize_patches)
 
 # (row, column) offset of neighbour k from the centre, k = 0..7, row-major around it
 OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -39,9 +40,8 @@ class RelativePositionTask(PretextTask):
                  gap: int = 3, jitter: int = 2, input_size: int = 16,
                  color_dropping: bool = True, noise_scale: float = 0.01,
                  normalize_patches: bool = True, embed_dim: int = 128, hidden_dim: int = 512,
-                 phase_shifts: int = 0):
+                 origin_shifts: int = 1, origin: int | None = None):
         super().__init__(feature_dim, image_shape)
-        self.phase_shifts = phase_shifts
         size = min(image_shape[1:])
         used = 3 * patch + 2 * gap + jitter
         if used > size or patch < 4:
@@ -49,7 +49,11 @@ class RelativePositionTask(PretextTask):
                              f"need {used} px, but images are {size} px; lower task.module.patch, "
                              "gap or jitter, or raise data.image_size")
         self.patch, self.gap, self.jitter, self.input_size = patch, gap, jitter, input_size
-        self.margin = (size - used) // 2  # centres the 3×3 layout in the image
+        check_layout(used, size, origin_shifts, f"3 patches of {patch} px with {gap}-px gaps")
+        self.size, self.used = size, used
+        self.origin_shifts = origin_shifts
+        # the layout's top-left corner: `origin` + 0..origin_shifts-1 px; None = centred
+        self.origin = (size - used - origin_shifts + 1) // 2 if origin is None else origin
         self.color_dropping, self.noise_scale = color_dropping, noise_scale
         self.normalize_patches = normalize_patches
         self.register_buffer("offsets", torch.tensor(OFFSETS), persistent=False)
@@ -62,9 +66,10 @@ class RelativePositionTask(PretextTask):
         cell_row = torch.stack([torch.ones_like(targets), 1 + self.offsets[targets, 0]], 1)
         cell_col = torch.stack([torch.ones_like(targets), 1 + self.offsets[targets, 1]], 1)
         stride = self.patch + self.gap
-        top = self.margin + cell_row * stride + torch.randint(
+        top0, left0 = layout_origins(n, self.origin_shifts, self.origin, generator, device)
+        top = top0[:, None] + cell_row * stride + torch.randint(
             0, self.jitter + 1, (n, 2), generator=generator, device=device)
-        left = self.margin + cell_col * stride + torch.randint(
+        left = left0[:, None] + cell_col * stride + torch.randint(
             0, self.jitter + 1, (n, 2), generator=generator, device=device)
         return {"targets": targets, "top": top, "left": left}
 
@@ -81,7 +86,6 @@ class RelativePositionTask(PretextTask):
     def make_batch(self, images: torch.Tensor, generator: torch.Generator,
                    labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """N images -> (2N patches: centre of image i at 2i, its neighbour at 2i+1; N labels)."""
-        images = random_translate(images, self.phase_shifts, generator)
         geometry = self.sample_geometry(len(images), generator, images.device)
         patches = cut_patches(images, geometry["top"], geometry["left"], self.patch)
         if self.color_dropping:
@@ -91,9 +95,8 @@ class RelativePositionTask(PretextTask):
         return resize_patches(patches, self.input_size).flatten(0, 1), geometry["targets"]
 
     def held_out_variants(self) -> dict[str, dict[str, int]]:
-        """The held-out accuracy also with a random block phase: a large drop from the plain
-        one means the task was solved partly from where the JPEG block edges fall."""
-        return {} if self.phase_shifts == 8 else {"phase_random": {"phase_shifts": 8}}
+        """The held-out accuracy with the layout at each fixed origin 0..8 px (patches.phase_variants)."""
+        return phase_variants(self.size, self.used)
 
     def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(backbone(inputs))
