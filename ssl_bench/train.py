@@ -116,6 +116,8 @@ def load_checkpoint(path: Path, backbone: ConvBackbone, task: PretextTask,
     """The last epoch's checkpoint (weights loaded into `backbone` and `task`), or None."""
     if not path.exists():
         return None
+    task.phases(backbone)  # a task's modules are complete once its phases exist (layerwise
+    # builds its decoders there), so a reused pretraining loads into the same parameter set
     state = torch.load(path, map_location=device, weights_only=False)
     backbone.load_state_dict(state["backbone"])
     task.load_state_dict(state["task"])

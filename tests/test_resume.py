@@ -269,6 +269,24 @@ def _read(path: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=["task", "protocol", "labels_per_class"])
 
 
+PRETRAINED = ("rotation", "jigsaw", "relative_position", "inpainting", "multitask",
+              "multitask_all", "layerwise", "supervised_pretrain")
+
+
+@pytest.mark.parametrize("task", PRETRAINED)
+def test_every_task_reuses_a_finished_pretraining(make_cfg, tmp_path, task):
+    """A second evaluation seed loads the finished pretraining (layerwise: its decoders too)
+    instead of training: no step is taken, the cache folder is untouched."""
+    common = (*FAST, f"task={task}", "train.seed=0", "eval.probes.enabled=false",
+              "eval.labels_per_class=[5]")
+    run(make_cfg(*common, "seed=0"), tmp_path / "run0")
+    (folder,) = (tmp_path / "runs" / "pretrain").iterdir()
+    before = {name: _fingerprint(folder / name) for name in ("checkpoint.pt", "metrics.jsonl", "pretrain.json")}
+    (row,) = run(make_cfg(*common, "seed=1"), tmp_path / "run1")
+    assert row["seed"] == 1 and bool(row["pretrain_reused"]) and row["pretrain_id"] == folder.name
+    assert {name: _fingerprint(folder / name) for name in before} == before
+
+
 def test_killed_multirun_continues_where_it_stopped(tmp_path):
     def composed(task):
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
