@@ -62,7 +62,7 @@ def test_permutation_set_is_seeded():
 def test_jigsaw_rejects_impossible_settings():
     with pytest.raises(ValueError, match="2..24"):
         JigsawTask(16, SHAPE, grid=2, num_permutations=100)
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(ValueError, match="does not fit 16-px images"):
         JigsawTask(16, (3, 16, 16), grid=3, jitter=2)
 
 
