@@ -5,11 +5,12 @@ inside its cell so edges do not line up; the tiles are shuffled by one permutati
 fixed set, a siamese trunk (the backbone, shared across tiles) embeds each tile, and an MLP
 on the concatenated embeddings predicts which permutation was used.
 
-Tile sizes on 32-px images: a 3×3 grid has 10-px cells; with 2 px of jitter the tiles are
+Tile sizes on 32-px images with the class defaults: a 3×3 grid has 10-px cells; with 2 px of jitter the tiles are
 8 px. The backbone pools twice, so an 8-px tile would reach conv3 as a 2×2 map; tiles are
 therefore upsampled to `input_size` (16 px by default: conv3 sees 4×4), the smallest size
 at which every stage still has spatial extent. A 2×2 grid (16-px cells, 14-px tiles) is the
-option that keeps more native pixels per tile.
+option that keeps more native pixels per tile. The CIFAR-10 config (`conf/task/jigsaw.yaml`)
+uses 8-px cells and 6-px tiles instead, against the JPEG shortcut below.
 
 The permutation set (P members) is chosen greedily for maximal minimum Hamming distance,
 as in the paper, from a seeded start; it is a buffer (so it is in every checkpoint) and is

@@ -7,10 +7,12 @@ continuous edges or textures across the boundary), optional colour dropping (one
 kept, the others replaced by faint noise, against chromatic aberration) and optional
 per-patch normalisation.
 
-Sizes on 32-px images (defaults): 8-px patches on a 3×3 grid with a 3-px gap and a jitter
+Sizes on 32-px images with the class defaults: 8-px patches on a 3×3 grid with a 3-px gap and a jitter
 of 0..2 px per patch, so 3·8 + 2·3 + 2 = 32 px are used and two neighbouring patches are
 1 to 5 px apart. Patches are upsampled to `input_size` (16 px) before the backbone, for the
 same reason as the jigsaw tiles: two pools would leave an 8-px patch a 2×2 map at conv3.
+The CIFAR-10 config (`conf/task/relative_position.yaml`) uses 6-px patches and 2-px gaps at
+a random origin instead, against the JPEG shortcut below.
 
 JPEG shortcut: with 11 px between cells, the neighbour's cell fixes where the 8×8 JPEG
 block edges fall inside it (a left neighbour starts at x = 0..2, a right one at 22..24), so
