@@ -297,3 +297,5 @@ def test_held_out_metrics_include_every_fixed_origin(task, tiny_data):
 def test_a_layout_that_cannot_move_is_rejected():
     with pytest.raises(ValueError, match="origin_shifts"):
         JigsawTask(16, SHAPE, cell=10, origin_shifts=8)  # 30 px + 7 > 32
+    with pytest.raises(ValueError, match="origin_shifts"):
+        RelativePositionTask(16, SHAPE, patch=6, gap=2, origin_shifts=8, origin=4)  # 24 + 4 + 7 > 32

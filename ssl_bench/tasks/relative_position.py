@@ -56,6 +56,7 @@ class RelativePositionTask(PretextTask):
         self.origin_shifts = origin_shifts
         # the layout's top-left corner: `origin` + 0..origin_shifts-1 px; None = centred
         self.origin = (size - used - origin_shifts + 1) // 2 if origin is None else origin
+        check_layout(used + self.origin, size, origin_shifts, f"3 patches at origin {self.origin}")
         self.color_dropping, self.noise_scale = color_dropping, noise_scale
         self.normalize_patches = normalize_patches
         self.register_buffer("offsets", torch.tensor(OFFSETS), persistent=False)
