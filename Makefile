@@ -5,12 +5,18 @@ BIN       := $(VENV)/bin
 DATA_ROOT ?= ../shared/data/cifar10-jpeg
 PROFILE   ?= cpu
 SEEDS     ?= 0,1,2
-TASKS     ?= rotation,jigsaw,relative_position,inpainting,multitask,multitask_all,layerwise,random,supervised,supervised_pretrain
+# every method, read from the benchmark experiment (the list of ssl_bench/methods.py)
+METHODS   := $(shell sed -n 's/^ *task: *//p' conf/experiment/benchmark.yaml)
+TASKS     ?= $(METHODS)
 ARGS      ?=
 
 NPROC ?= 2
 
-.PHONY: setup test test-real smoke show benchmark converge pretrain-curve benchmark-slurm ddp transfer search search-benchmark leaderboard perf lint clean
+.PHONY: list-methods setup test test-real smoke show benchmark converge pretrain-curve benchmark-slurm ddp transfer search search-benchmark leaderboard perf lint clean
+
+list-methods:                    ## the method lists the targets use (benchmark, smoke)
+	@echo "TASKS=$(TASKS)"
+	@echo "SMOKE_TASKS=$(SMOKE_TASKS)"
 
 setup: $(VENV)/.installed
 
@@ -33,7 +39,7 @@ test: setup                      ## fast tier: synthetic data, CPU, a few minute
 test-real: setup                 ## real-data tier: needs CIFAR-10 at DATA_ROOT
 	SSL_BENCH_CIFAR10=$(DATA_ROOT) $(BIN)/python -m pytest -q -m real_data $(ARGS)
 
-SMOKE_TASKS ?= rotation,jigsaw,relative_position,inpainting,multitask,layerwise,random,supervised,supervised_pretrain
+SMOKE_TASKS ?= $(METHODS)
 
 smoke: setup                     ## every task through the whole pipeline on synthetic data, in seconds
 	$(BIN)/ssl-bench -m profile=smoke data=synthetic task=$(SMOKE_TASKS) paths.runs_dir=runs/smoke progress=false $(ARGS)

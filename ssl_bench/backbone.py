@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ssl_bench.errors import ConfigError
+
 STAGES = ("conv1", "conv2", "conv3")  # the evaluated stages
 PRETEXT_STAGE = "conv4"  # optional, used only while pretraining
 
@@ -35,9 +37,9 @@ class StageSpec:
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.kernels) or not self.channels:
-            raise ValueError("a stage needs as many kernels as channels, and at least one conv")
+            raise ConfigError("a stage needs as many kernels as channels, and at least one conv")
         if self.pool not in (None, "max", "avg"):
-            raise ValueError(f"pool must be 'max', 'avg' or null, got {self.pool!r}")
+            raise ConfigError(f"pool must be 'max', 'avg' or null, got {self.pool!r}")
 
 
 def build_stage(in_channels: int, spec: StageSpec) -> nn.Sequential:

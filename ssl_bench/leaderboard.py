@@ -19,7 +19,7 @@ import pandas as pd
 from filelock import FileLock
 
 from ssl_bench.runlog import atomic_write_bytes
-from ssl_bench.stats import main_rows, t_halfwidth
+from ssl_bench.stats import CELL, summarize
 
 COLUMNS = [
     "run_id", "task", "dataset", "pretrain_dataset", "backbone", "protocol", "labels_per_class",
@@ -30,7 +30,6 @@ COLUMNS = [
     "started_at", "finished_at", "run_dir",
 ]
 KEY = ["run_id", "protocol", "labels_per_class"]
-GROUP = ["dataset", "pretrain_dataset", "backbone", "protocol", "labels_per_class", "task"]
 
 
 def read(path: Path) -> pd.DataFrame:
@@ -67,38 +66,13 @@ def append_rows(path: Path, rows: Iterable[dict]) -> pd.DataFrame:
     return table
 
 
-def with_pretrain_dataset(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows of older leaderboards (no transfer column) pretrained on the data they evaluate on."""
-    if "pretrain_dataset" not in table.columns:
-        return table.assign(pretrain_dataset=table["dataset"])
-    return table.assign(pretrain_dataset=table["pretrain_dataset"].astype(object).fillna(table["dataset"]))
-
-
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std, 95% CI and seed count of test accuracy per (data, backbone, protocol, K, task).
-
-    `best` marks the highest mean within each (data, backbone, protocol, K). Rows of the
-    convergence check (`eval_budget_scale` > 1) are left out.
-    """
-    table = main_rows(table)  # convergence-check rows (budget x2) never enter a ranking
-    if table.empty:
-        return pd.DataFrame(columns=GROUP + ["mean", "std", "ci95", "n", "best"])
-    table = with_pretrain_dataset(table)
-    stats = (table.groupby(GROUP, dropna=False)["test_acc"]
-             .agg(mean="mean", std="std", n="count").reset_index())
-    stats["ci95"] = [t_halfwidth(s, n) for s, n in zip(stats["std"], stats["n"])]
-    best = stats.groupby(GROUP[:-1], dropna=False)["mean"].transform("max")
-    stats["best"] = stats["mean"] == best
-    return stats
-
-
 def format_summary(table: pd.DataFrame) -> str:
     """A text table per (data set, backbone, protocol): tasks × K, `mean ± std (n)`, * = best."""
     stats = summarize(table)
     if stats.empty:
         return "the leaderboard is empty: run `ssl-bench` (or `make smoke`) first"
     blocks = []
-    for (dataset, pretrained_on, backbone, protocol), part in stats.groupby(GROUP[:4], dropna=False):
+    for (dataset, pretrained_on, backbone, protocol), part in stats.groupby(CELL[:4], dropna=False):
         cells = part.assign(cell=[
             f"{m:.2f} ± {0.0 if math.isnan(s) else s:.2f} ({n}){' *' if b else ''}"
             for m, s, n, b in zip(part["mean"], part["std"], part["n"], part["best"])])

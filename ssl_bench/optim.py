@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from ssl_bench.errors import ConfigError
+
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.9,
                    nesterov: bool = True, weight_decay: float = 5e-4) -> torch.optim.SGD:
@@ -28,7 +30,7 @@ def make_schedule(optimizer: torch.optim.Optimizer, name: str, total_steps: int,
     60/120/160 of 200 epochs), so the same config scales to any length.
     """
     if name not in ("cosine", "step", "constant"):
-        raise ValueError(f"schedule must be cosine, step or constant, got {name!r}")
+        raise ConfigError(f"schedule must be cosine, step or constant, got {name!r}")
     total_steps = max(int(total_steps), 1)
 
     def factor(step: int) -> float:

@@ -70,6 +70,7 @@ from ssl_bench.data.subsets import balanced_subset
 from ssl_bench.device import autocast, resolve_device, resolve_precision
 from ssl_bench.errors import NonFiniteLossError, UserError, instantiate
 from ssl_bench.evaluate import num_steps
+from ssl_bench.methods import PRETEXT_TASKS
 from ssl_bench.optim import make_optimizer, make_schedule
 from ssl_bench.run import build_backbone
 from ssl_bench.tasks.base import PretextTask
@@ -80,7 +81,7 @@ from ssl_bench.tasks.relative_position import OFFSETS, RelativePositionTask
 from ssl_bench.tasks.rotation import RotationTask
 from ssl_bench.train import enter_phase, to_memory_format
 
-TASKS = ("rotation", "jigsaw", "relative_position", "inpainting")
+TASKS = PRETEXT_TASKS  # each has a per-sample reference pipeline below
 # whole-step speed-up goals: the patch tasks' per-sample work (9 tiles, 2 patches) is where
 # per-sample pipelines hurt most; rotation and inpainting steps are dominated by the model
 PRETRAIN_GOALS = {"rotation": 1.1, "jigsaw": 3.0, "relative_position": 3.0, "inpainting": 1.1}

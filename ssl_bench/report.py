@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssl_bench.leaderboard import summarize
 from ssl_bench.runlog import atomic_write_bytes
 from ssl_bench.stats import (
     CONVERGENCE_TOLERANCE,
@@ -29,11 +28,12 @@ from ssl_bench.stats import (
     convergence_status,
     main_rows,
     paired_differences,
+    prepare,
+    summarize,
 )
 
 PROTOCOL_ORDER = [MAIN_PROTOCOL, "linear_probe_conv1", "linear_probe_conv2", "linear_probe_conv3",
                   "knn_conv2", "knn_conv3"]
-STATS_KEY = SETTING + ["protocol", "labels_per_class", "task"]
 PROBE = re.compile(r"^linear_probe_(conv\d+)$")
 MARKDOWN_NAME = "LEADERBOARD.md"
 ACCURACY_PLOT = "accuracy_vs_labels.png"
@@ -49,24 +49,19 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 
 
 def _prepare(table: pd.DataFrame) -> pd.DataFrame:
-    """A copy with every column the report reads, typed, and rows without an accuracy dropped.
-
-    Missing `pretrain_dataset` means the backbone was pretrained on the evaluation data set,
-    which was the only possibility before the column existed.
-    """
+    """`stats.prepare` plus every optional column the report reads, typed (an old CSV lacks
+    some of them; the report must not fail on it)."""
     df = table.copy()
     for col in ["run_id", "task", "dataset", "backbone", "protocol", "labels_per_class", "test_acc",
                 *OPTIONAL]:
         if col not in df.columns:
             df[col] = np.nan
-    df["pretrain_dataset"] = pd.Series(np.where(df["pretrain_dataset"].notna(), df["pretrain_dataset"],
-                                                df["dataset"]), index=df.index, dtype=object)
-    for col in ["test_acc", "pretext_metric", "pretrain_seconds", "eval_seconds", "labels_per_class"]:
+    df = prepare(df).copy()
+    for col in ["pretext_metric", "pretrain_seconds", "eval_seconds"]:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     for col in ["started_at", "finished_at"]:
         df[col] = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
-    df = df[df["test_acc"].notna() & df["labels_per_class"].notna()].copy()
-    df["labels_per_class"] = df["labels_per_class"].round().astype(int)
+    df["labels_per_class"] = df["labels_per_class"].astype(int)
     return df.reset_index(drop=True)
 
 
@@ -80,33 +75,6 @@ def _protocol_rank(protocol: str) -> tuple[int, str]:
 def _setting_label(dataset: str, pretrain_dataset: str, backbone: str) -> str:
     pre = "" if pretrain_dataset == dataset else f" (pretrained on {pretrain_dataset})"
     return f"{dataset}{pre} / {backbone}"
-
-
-def compute_stats(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (setting, protocol, K, task): mean, std, n, ci95 and the interval ends, plus rank.
-
-    Uses `leaderboard.summarize` so the report and the printed summary can never disagree on a
-    number; called per pretraining data set, which is right whether or not `summarize` groups
-    by that column itself (older versions did not).
-    """
-    df = _prepare(table)
-    cols = STATS_KEY + ["mean", "std", "n", "ci95", "lo", "hi", "rank", "best"]
-    if df.empty:
-        return pd.DataFrame(columns=cols)
-    parts = []
-    for pretrain, part in df.groupby("pretrain_dataset", dropna=False):
-        stats = summarize(part)
-        stats["pretrain_dataset"] = pretrain
-        parts.append(stats)
-    stats = pd.concat(parts, ignore_index=True)
-    stats["n"] = stats["n"].astype(int)
-    stats["lo"] = stats["mean"] - stats["ci95"]
-    stats["hi"] = stats["mean"] + stats["ci95"]
-    group = SETTING + ["protocol", "labels_per_class"]
-    stats["rank"] = stats.groupby(group, dropna=False)["mean"].rank(ascending=False, method="min")
-    stats["rank"] = stats["rank"].astype(int)
-    stats["best"] = stats["rank"] == 1
-    return stats[cols]
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -471,7 +439,7 @@ def render_markdown(table: pd.DataFrame) -> str:
     df = _prepare(table)
     if df.empty:
         return "# Leaderboard\n\nThe leaderboard is empty: run `ssl-bench` (or `make smoke`) first.\n"
-    stats = compute_stats(table)
+    stats = summarize(table)
     checks = convergence(table)
     lines = (_header(df) + _overview(stats, checks) + _paired_section(table)
              + _convergence_section(checks) + _sections(stats) + _probe_summary(stats)
@@ -510,7 +478,7 @@ def plot_accuracy_vs_labels(table: pd.DataFrame, path: Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    stats = compute_stats(table)
+    stats = summarize(table)
     main = stats[stats["protocol"] == MAIN_PROTOCOL]
     if main.empty:
         _placeholder(path, f"no {MAIN_PROTOCOL} results yet")

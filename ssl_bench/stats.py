@@ -1,6 +1,8 @@
-"""Statistics over leaderboard rows that compare cells: budgets and paired differences.
+"""Statistics over leaderboard rows: the summary of each cell, budgets and paired differences.
 
-Two questions a ranking must answer before anyone believes it:
+The one place for them: the printed summary (`leaderboard`), the report and the search
+comparison all read `summarize`. Beyond the summary, two questions a ranking must answer
+before anyone believes it:
 
 - **Is each number converged?** The convergence check reruns cells of the leaderboard with
   the evaluator's labelled-sample budget doubled (`eval.budget_scale=2`, rows marked by
@@ -48,17 +50,47 @@ def main_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[np.isclose(budget_scale(table), 1.0)]
 
 
-def _with_setting(table: pd.DataFrame) -> pd.DataFrame:
+def prepare(table: pd.DataFrame) -> pd.DataFrame:
+    """A typed copy of leaderboard rows that every statistic starts from.
+
+    Rows without an accuracy or a K are dropped; a missing `pretrain_dataset` means the
+    backbone was pretrained on the evaluation data (the only case before transfer existed).
+    """
     df = table.copy()
     if "pretrain_dataset" not in df.columns:
         df["pretrain_dataset"] = df["dataset"]
     df["pretrain_dataset"] = df["pretrain_dataset"].astype(object).where(
         df["pretrain_dataset"].notna(), df["dataset"])
-    df["pretrain_id"] = (df["pretrain_id"].astype(object).fillna("-") if "pretrain_id" in df.columns
-                         else "-")
     df["test_acc"] = pd.to_numeric(df["test_acc"], errors="coerce")
     df["labels_per_class"] = pd.to_numeric(df["labels_per_class"], errors="coerce").round().astype("Int64")
     return df[df["test_acc"].notna() & df["labels_per_class"].notna()]
+
+
+CELL = SETTING + ["protocol", "labels_per_class", "task"]  # one number of a ranking
+SUMMARY_COLUMNS = CELL + ["mean", "std", "n", "ci95", "lo", "hi", "rank", "best"]
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (setting, protocol, K, method): mean, std, seed count, 95% CI (`ci95`, `lo`, `hi`)
+    and the rank within its (setting, protocol, K); `best` marks rank 1.
+
+    The one summary behind the printed table, the report and the search comparison, so they
+    cannot disagree on a number. Rows of the convergence check (`eval_budget_scale` > 1)
+    never enter it.
+    """
+    df = prepare(main_rows(table))
+    if df.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    stats = (df.groupby(CELL, dropna=False)["test_acc"]
+             .agg(mean="mean", std="std", n="count").reset_index())
+    stats["n"] = stats["n"].astype(int)
+    stats["ci95"] = [t_halfwidth(s, n) for s, n in zip(stats["std"], stats["n"])]
+    stats["lo"] = stats["mean"] - stats["ci95"]
+    stats["hi"] = stats["mean"] + stats["ci95"]
+    ranks = stats.groupby(CELL[:-1], dropna=False)["mean"].rank(ascending=False, method="min")
+    stats["rank"] = ranks.astype(int)
+    stats["best"] = stats["rank"] == 1
+    return stats[SUMMARY_COLUMNS]
 
 
 CONVERGENCE_COLUMNS = SETTING + ["protocol", "labels_per_class", "task", "scale", "n", "mean_b",
@@ -69,9 +101,11 @@ def convergence(table: pd.DataFrame, tolerance: float = CONVERGENCE_TOLERANCE) -
     """Per (setting, protocol, K, method) with check rows: mean at budget 1 and at the larger
     budget over the seeds that have both, their difference, and `pass`/`fail` (|delta| <=
     `tolerance` points). Cells without check rows are absent (see `convergence_status`)."""
-    df = _with_setting(table)
+    df = prepare(table)
     if df.empty:
         return pd.DataFrame(columns=CONVERGENCE_COLUMNS)
+    # a cell pairs with the row of its own pretraining; "-" (none) so that it can be matched
+    df["pretrain_id"] = df["pretrain_id"].astype(object).fillna("-") if "pretrain_id" in df else "-"
     df["scale"] = budget_scale(df)
     pair_key = SETTING + ["protocol", "labels_per_class", "task", "seed", "pretrain_id"]
     base = df[np.isclose(df["scale"], 1.0)].groupby(pair_key, dropna=False)["test_acc"].mean()
@@ -113,7 +147,7 @@ def paired_differences(table: pd.DataFrame, baseline: str, protocol: str | None 
     `ci95` is the Student-t half-width over the per-seed differences (n/a below 2 seeds);
     the interval excludes 0 when `lo > 0` or `hi < 0`.
     """
-    df = _with_setting(main_rows(table))
+    df = prepare(main_rows(table))
     if protocol is not None:
         df = df[df["protocol"] == protocol]
     if df.empty:

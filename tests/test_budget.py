@@ -21,10 +21,10 @@ from ssl_bench.data.augment import to_float
 from ssl_bench.device import cpu_flags, resolve_precision
 from ssl_bench.errors import UserError
 from ssl_bench.evaluate import evaluate, evaluate_scratch, recalibrate_batchnorm
-from ssl_bench.leaderboard import read, summarize
+from ssl_bench.leaderboard import read
 from ssl_bench.report import render_markdown
 from ssl_bench.run import build_backbone, pretrain_dir, run
-from ssl_bench.stats import convergence, convergence_status, paired_differences
+from ssl_bench.stats import convergence, convergence_status, paired_differences, summarize
 
 CPU = torch.device("cpu")
 SETTING = ("synthetic", "synthetic", "small")

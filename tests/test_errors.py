@@ -133,3 +133,24 @@ def test_bad_budget_or_precision_is_refused_before_any_work(tmp_path, override, 
     _assert_clear_error(res, fragment)
     assert not (tmp_path / "runs" / "pretrain").exists()  # nothing trained
     assert not (tmp_path / "runs" / "leaderboard.csv").exists()  # no rows
+
+
+def buggy_backbone(**settings):
+    """A stand-in for a programming error inside a target: a TypeError from its body."""
+    return len(settings) + "one"  # the bug is the point
+
+
+@pytest.mark.parametrize("override, fragments", [
+    ("+task.module.num_rotatoins=4", ("RotationTask has no setting num_rotatoins", "angles")),
+    ("task.module.angles=[0]", ("task.module.angles must be 2+ distinct multiples of 90",)),
+    ("train.schedule.name=linear", ("schedule must be cosine, step or constant", "linear"))])
+def test_configuration_mistakes_are_messages(tmp_path, override, fragments):
+    _assert_clear_error(_cli(tmp_path, "task=rotation", override), *fragments)
+
+
+def test_a_bug_inside_a_target_keeps_its_traceback(tmp_path):
+    """Only the user's mistakes become messages: a TypeError raised by code is not one."""
+    res = _cli(tmp_path, "task=random", "backbone._target_=tests.test_errors.buggy_backbone")
+    assert res.returncode not in (0, 2), res.stderr[-3000:]
+    assert "Traceback" in res.stderr and "TypeError" in res.stderr, res.stderr[-3000:]
+    assert "ssl-bench: error:" not in res.stderr

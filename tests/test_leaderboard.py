@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from ssl_bench.leaderboard import COLUMNS, append_rows, format_summary, main, read, summarize
+from ssl_bench.leaderboard import COLUMNS, append_rows, format_summary, main, read
+from ssl_bench.stats import summarize
 
 
 def _row(run, task, k, acc, seed=0):

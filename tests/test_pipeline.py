@@ -11,11 +11,11 @@ from hydra.errors import ConfigCompositionException
 
 from ssl_bench.errors import UserError
 from ssl_bench.leaderboard import COLUMNS
+from ssl_bench.methods import METHODS, PRETEXT_TASKS, pretrained_methods
 from ssl_bench.run import run
 from tests.conftest import PROJECT_ROOT
 
-PRETEXT_TASKS = ["rotation", "jigsaw", "relative_position", "inpainting"]
-PRETRAINED = [*PRETEXT_TASKS, "supervised_pretrain", "layerwise", "multitask", "multitask_all"]
+PRETRAINED = list(pretrained_methods())
 ARTEFACTS = {"jigsaw": "permutations.json", "inpainting": "inpainting_examples.png",
              "multitask_all": "inpainting_examples.png"}
 METRICS = {"inpainting": "masked_mse", "layerwise": "recon_mse", "multitask": "rotation_accuracy",
@@ -23,7 +23,7 @@ METRICS = {"inpainting": "masked_mse", "layerwise": "recon_mse", "multitask": "r
 EPOCHS = {"layerwise": [1, 2, 3, 4, None]}  # two stages of two epochs each
 
 
-@pytest.mark.parametrize("task", [*PRETRAINED, "random", "supervised"])
+@pytest.mark.parametrize("task", METHODS)
 def test_composed_config_runs_end_to_end(make_cfg, tmp_path, task):
     cfg = make_cfg("profile=smoke", "data=synthetic", f"task={task}", "seed=1")
     run_dir = tmp_path / "run"

@@ -23,6 +23,7 @@ from ssl_bench.cli import CONF_DIR
 from ssl_bench.data import DataSplits
 from ssl_bench.errors import instantiate
 from ssl_bench.leaderboard import KEY
+from ssl_bench.methods import pretrained_methods
 from ssl_bench.run import build_backbone, run
 from tests.conftest import PROJECT_ROOT
 
@@ -269,8 +270,7 @@ def _read(path: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=["task", "protocol", "labels_per_class"])
 
 
-PRETRAINED = ("rotation", "jigsaw", "relative_position", "inpainting", "multitask",
-              "multitask_all", "layerwise", "supervised_pretrain")
+PRETRAINED = pretrained_methods()
 
 
 @pytest.mark.parametrize("task", PRETRAINED)
@@ -281,7 +281,8 @@ def test_every_task_reuses_a_finished_pretraining(make_cfg, tmp_path, task):
               "eval.labels_per_class=[5]")
     run(make_cfg(*common, "seed=0"), tmp_path / "run0")
     (folder,) = (tmp_path / "runs" / "pretrain").iterdir()
-    before = {name: _fingerprint(folder / name) for name in ("checkpoint.pt", "metrics.jsonl", "pretrain.json")}
+    files = ("checkpoint.pt", "metrics.jsonl", "pretrain.json")
+    before = {name: _fingerprint(folder / name) for name in files}
     (row,) = run(make_cfg(*common, "seed=1"), tmp_path / "run1")
     assert row["seed"] == 1 and bool(row["pretrain_reused"]) and row["pretrain_id"] == folder.name
     assert {name: _fingerprint(folder / name) for name in before} == before

@@ -24,6 +24,7 @@ from ssl_bench.runlog import atomic_write_bytes, atomic_write_json
 from ssl_bench.search.genotype import Genotype
 from ssl_bench.search.model import count_parameters
 from ssl_bench.search.search import SearchOutcome
+from ssl_bench.stats import summarize
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,15 @@ def comparison_table(table: pd.DataFrame, task: str, dataset: str, profile: str,
     """Markdown: per K, mean ± std (seeds) of each backbone in `backbones` (name -> params)."""
     rows = table[(table.task == task) & (table.dataset == dataset) & (table.profile == profile)
                  & (table.protocol == protocol) & table.backbone.isin(list(backbones))]
-    if rows.empty:
+    summary = summarize(rows)  # the leaderboard's own statistics (check rows left out)
+    if summary.empty:
         return f"(no {protocol} rows for task {task} yet)\n"
-    stats = rows.groupby(["labels_per_class", "backbone"])["test_acc"].agg(["mean", "std", "count"])
+    stats = summary.set_index(["labels_per_class", "backbone"])[["mean", "std", "n"]]
     names = list(backbones)
     head = "| K | " + " | ".join(f"{b} ({backbones[b]:,} params)" for b in names) + " | Δ |"
     lines = [f"{task} on {dataset}, protocol {protocol}, profile {profile}: test accuracy %, "
              "mean ± std (seeds)", "", head, "|---:|" + "---:|" * (len(names) + 1)]
-    for k in sorted(rows.labels_per_class.unique()):
+    for k in sorted(summary.labels_per_class.unique()):
         cells, means = [], []
         for b in names:
             if (k, b) in stats.index:

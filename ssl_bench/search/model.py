@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.backbone import STAGES, ConvBackbone, StageSpec
-from ssl_bench.errors import UserError
+from ssl_bench.errors import ConfigError, UserError
 from ssl_bench.search.genotype import Cell, Genotype, derive, load_genotype, num_edges
 from ssl_bench.search.ops import PRIMITIVES, MixedOp, make_op, relu_conv_bn
 
@@ -34,8 +34,8 @@ def stage_plan(cells: Sequence[int]) -> list[list[str]]:
     """Cell kinds per stage: `cells[i]` normal cells, then a reduction cell in conv1 and conv2."""
     cells = [int(c) for c in cells]
     if len(cells) != len(STAGES) or min(cells) < 0 or cells[-1] < 1:
-        raise ValueError(f"cells must list the normal cells of conv1, conv2 and conv3 (conv3 at "
-                         f"least one, as the evaluator retrains it), got {cells}")
+        raise ConfigError(f"cells must list the normal cells of conv1, conv2 and conv3 (conv3 at "
+                          f"least one, as the evaluator retrains it), got {cells}")
     return [["normal"] * n + (["reduce"] if i < len(STAGES) - 1 else []) for i, n in enumerate(cells)]
 
 
@@ -118,7 +118,7 @@ def build_stages(make_cell: CellFactory, channels: Sequence[int], cells: Sequenc
     """The three stages and their output channels, for either kind of cell."""
     channels = [int(c) for c in channels]
     if len(channels) != len(STAGES) or min(channels) < 2:
-        raise ValueError(f"channels must give a width >= 2 for conv1, conv2 and conv3, got {channels}")
+        raise ConfigError(f"channels must give a width >= 2 for conv1, conv2 and conv3, got {channels}")
     stem_out = int(stem_multiplier) * channels[0]
     stem = nn.Sequential(nn.Conv2d(in_channels, stem_out, 3, padding=1, bias=False),
                          nn.BatchNorm2d(stem_out, affine=affine))
@@ -151,8 +151,8 @@ class SearchNetwork(nn.Module):
         self.nodes, self.primitives = int(nodes), tuple(primitives)
         unknown = [p for p in self.primitives if p not in PRIMITIVES]
         if unknown or not set(self.primitives) - {"none"}:
-            raise ValueError(f"primitives must be non-zero operations among {list(PRIMITIVES)}, "
-                             f"got {list(self.primitives)}")
+            raise ConfigError(f"primitives must be non-zero operations among {list(PRIMITIVES)}, "
+                              f"got {list(self.primitives)}")
         stages, self._out = build_stages(
             lambda c_pp, c_p, c, kind: SearchCell(c_pp, c_p, c, self.nodes, kind, self.primitives),
             channels, cells, self.nodes, stem_multiplier, in_channels, affine=False)

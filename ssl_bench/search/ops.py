@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_bench.errors import ConfigError
+
 # The order fixes the columns of α; "none" (the zero op) is never chosen when deriving.
 PRIMITIVES: tuple[str, ...] = (
     "none",
@@ -135,7 +137,7 @@ def make_op(name: str, channels: int, stride: int, affine: bool = True, relu: bo
     then passes ReLU(x) itself, computed once for every operation reading the same node.
     """
     if name not in OPS:
-        raise ValueError(f"unknown operation {name!r}; choose from {list(OPS)}")
+        raise ConfigError(f"unknown operation {name!r}; choose from {list(OPS)}")
     return OPS[name](channels, stride, affine, relu)
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ssl_bench.backbone import ConvBackbone
+from ssl_bench.errors import ConfigError
 from ssl_bench.tasks.base import Panel, PretextTask
 
 MASKS = ("central", "random_block", "random_region")
@@ -57,7 +58,7 @@ def make_masks(kind: str, n: int, size: int, generator: torch.Generator, device:
         k = (fraction * flat.shape[1]).round().long().clamp(1, flat.shape[1])
         ranks = flat.argsort(dim=1, descending=True).argsort(dim=1)
         return (ranks < k[:, None]).float().view(n, 1, size, size)
-    raise ValueError(f"task.module.mask must be one of {MASKS}, got {kind!r}")
+    raise ConfigError(f"task.module.mask must be one of {MASKS}, got {kind!r}")
 
 
 def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
@@ -85,9 +86,9 @@ class InpaintingTask(PretextTask):
                  adversarial_weight: float = 0.001):
         super().__init__(feature_dim, image_shape)
         if mask not in MASKS:
-            raise ValueError(f"task.module.mask must be one of {MASKS}, got {mask!r}")
+            raise ConfigError(f"task.module.mask must be one of {MASKS}, got {mask!r}")
         if not 0 < coverage[0] <= coverage[1] < 1:
-            raise ValueError(f"task.module.coverage must be 0 < low <= high < 1, got {coverage}")
+            raise ConfigError(f"task.module.coverage must be 0 < low <= high < 1, got {coverage}")
         self.mask_kind, self.num_blocks, self.coverage = mask, num_blocks, tuple(coverage)
         self.overlap, self.overlap_weight = overlap, overlap_weight
         self.adversarial, self.adversarial_weight = adversarial, adversarial_weight

@@ -5,12 +5,13 @@ inside its cell so edges do not line up; the tiles are shuffled by one permutati
 fixed set, a siamese trunk (the backbone, shared across tiles) embeds each tile, and an MLP
 on the concatenated embeddings predicts which permutation was used.
 
-Tile sizes on 32-px images with the class defaults: a 3×3 grid has 10-px cells; with 2 px of jitter the tiles are
-8 px. The backbone pools twice, so an 8-px tile would reach conv3 as a 2×2 map; tiles are
-therefore upsampled to `input_size` (16 px by default: conv3 sees 4×4), the smallest size
-at which every stage still has spatial extent. A 2×2 grid (16-px cells, 14-px tiles) is the
-option that keeps more native pixels per tile. The CIFAR-10 config (`conf/task/jigsaw.yaml`)
-uses 8-px cells and 6-px tiles instead, against the JPEG shortcut below.
+Tile sizes on 32-px images with the class defaults: a 3×3 grid has 10-px cells; with 2 px of
+jitter the tiles are 8 px. The backbone pools twice, so an 8-px tile would reach conv3 as a
+2×2 map; tiles are therefore upsampled to `input_size` (16 px by default: conv3 sees 4×4),
+the smallest size at which every stage still has spatial extent. A 2×2 grid (16-px cells,
+14-px tiles) is the option that keeps more native pixels per tile. The CIFAR-10 config
+(`conf/task/jigsaw.yaml`) uses 8-px cells and 6-px tiles instead, against the JPEG shortcut
+below.
 
 The permutation set (P members) is chosen greedily for maximal minimum Hamming distance,
 as in the paper, from a seeded start; it is a buffer (so it is in every checkpoint) and is
@@ -36,9 +37,17 @@ import numpy as np
 import torch
 
 from ssl_bench.backbone import ConvBackbone
+from ssl_bench.errors import ConfigError
 from ssl_bench.tasks.base import Panel, PretextTask
-from ssl_bench.tasks.patches import (SiameseHead, check_layout, cut_patches, layout_origins,
-                                     normalize_each, phase_variants, resize_patches)
+from ssl_bench.tasks.patches import (
+    SiameseHead,
+    check_layout,
+    cut_patches,
+    layout_origins,
+    normalize_each,
+    phase_variants,
+    resize_patches,
+)
 
 
 @functools.lru_cache(maxsize=8)
@@ -52,8 +61,8 @@ def hamming_permutations(num_tiles: int, count: int, seed: int) -> tuple[torch.T
     """
     every = torch.from_numpy(np.array(list(itertools.permutations(range(num_tiles)))))
     if not 2 <= count <= len(every):
-        raise ValueError(f"a {num_tiles}-tile puzzle has {len(every)} permutations; "
-                         f"task.module.num_permutations must be in 2..{len(every)}, got {count}")
+        raise ConfigError(f"a {num_tiles}-tile puzzle has {len(every)} permutations; "
+                          f"task.module.num_permutations must be in 2..{len(every)}, got {count}")
     # position-major layout: the distance to one permutation is a sum over 9 long rows
     columns = every.T.contiguous().to(torch.uint8)
 
@@ -97,10 +106,10 @@ class JigsawTask(PretextTask):
         self.tile = self.cell - jitter
         self.origin_shifts, self.origin = origin_shifts, origin
         if grid < 2 or self.tile < 4 or grid * self.cell > size:
-            raise ValueError(f"a {grid}x{grid} grid of {self.cell}-px cells with {jitter} px of jitter "
-                             f"does not fit {size}-px images with tiles of at least 4 px; lower "
-                             "task.module.grid, task.module.cell or task.module.jitter, or raise "
-                             "data.image_size")
+            raise ConfigError(f"a {grid}x{grid} grid of {self.cell}-px cells with {jitter} px of jitter "
+                              f"does not fit {size}-px images with tiles of at least 4 px; lower "
+                              "task.module.grid, task.module.cell or task.module.jitter, or raise "
+                              "data.image_size")
         check_layout(grid * self.cell + origin, size, origin_shifts, f"{grid}x{grid} cells of {self.cell} px")
         perms, distance = hamming_permutations(grid * grid, num_permutations, permutation_seed)
         self.register_buffer("permutations", perms.clone())

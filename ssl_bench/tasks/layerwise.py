@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.backbone import STAGES, ConvBackbone
+from ssl_bench.errors import ConfigError
 from ssl_bench.tasks.base import Phase, PretextTask
 
 
@@ -32,7 +33,7 @@ class LayerwiseTask(PretextTask):
         super().__init__(feature_dim, image_shape)
         stages = list(stages)
         if not stages or stages != list(STAGES[:len(stages)]):
-            raise ValueError(f"task.module.stages must be a prefix of {list(STAGES)}, got {stages}")
+            raise ConfigError(f"task.module.stages must be a prefix of {list(STAGES)}, got {stages}")
         self.stages, self.noise_std = stages, noise_std
         self.decoders = nn.ModuleDict()  # built by phases(), when the backbone's shapes are known
         self.stage = stages[0]

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ssl_bench.backbone import ConvBackbone
-from ssl_bench.errors import instantiate
+from ssl_bench.errors import ConfigError, instantiate
 from ssl_bench.tasks.base import Panel, PretextTask
 
 
@@ -30,8 +30,8 @@ class MultiTask(PretextTask):
         members, weights = list(members), [float(w) for w in weights]
         unknown = [m for m in members if m not in catalog]
         if not members or unknown or len(weights) != len(members) or len(set(members)) != len(members):
-            raise ValueError(f"task.members must be distinct names from {sorted(catalog)} with one "
-                             f"weight each (task.weights); got members={members} weights={weights}")
+            raise ConfigError(f"task.members must be distinct names from {sorted(catalog)} with one "
+                              f"weight each (task.weights); got members={members} weights={weights}")
         self.tasks = nn.ModuleDict({
             m: instantiate(catalog[m].module, feature_dim=feature_dim, image_shape=image_shape)
             for m in members})

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_bench.errors import ConfigError
+
 
 def cut_patches(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
                 size: int) -> torch.Tensor:
@@ -61,9 +63,9 @@ def layout_origins(n: int, shifts: int, origin: int, generator: torch.Generator,
 def check_layout(used: int, size: int, shifts: int, what: str) -> None:
     """A layout of `used` px placed at `shifts` origins must fit the image."""
     if used + shifts - 1 > size:
-        raise ValueError(f"{what} need {used} px and task.module.origin_shifts={shifts} moves "
-                         f"them by up to {shifts - 1} px more, but images are {size} px; lower "
-                         "origin_shifts, the patch sizes, or raise data.image_size")
+        raise ConfigError(f"{what} need {used} px and task.module.origin_shifts={shifts} moves "
+                          f"them by up to {shifts - 1} px more, but images are {size} px; lower "
+                          "origin_shifts, the patch sizes, or raise data.image_size")
 
 
 def phase_variants(size: int, used: int, block: int = 8) -> dict[str, dict[str, int]]:

@@ -26,9 +26,17 @@ from __future__ import annotations
 import torch
 
 from ssl_bench.backbone import ConvBackbone
+from ssl_bench.errors import ConfigError
 from ssl_bench.tasks.base import Panel, PretextTask
-from ssl_bench.tasks.patches import (SiameseHead, check_layout, cut_patches, layout_origins,
-                                     normalize_each, phase_variants, resize_patches)
+from ssl_bench.tasks.patches import (
+    SiameseHead,
+    check_layout,
+    cut_patches,
+    layout_origins,
+    normalize_each,
+    phase_variants,
+    resize_patches,
+)
 
 # (row, column) offset of neighbour k from the centre, k = 0..7, row-major around it
 OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -47,9 +55,9 @@ class RelativePositionTask(PretextTask):
         size = min(image_shape[1:])
         used = 3 * patch + 2 * gap + jitter
         if used > size or patch < 4:
-            raise ValueError(f"3 patches of {patch} px with {gap}-px gaps and {jitter} px of jitter "
-                             f"need {used} px, but images are {size} px; lower task.module.patch, "
-                             "gap or jitter, or raise data.image_size")
+            raise ConfigError(f"3 patches of {patch} px with {gap}-px gaps and {jitter} px of jitter "
+                              f"need {used} px, but images are {size} px; lower task.module.patch, "
+                              "gap or jitter, or raise data.image_size")
         self.patch, self.gap, self.jitter, self.input_size = patch, gap, jitter, input_size
         check_layout(used, size, origin_shifts, f"3 patches of {patch} px with {gap}-px gaps")
         self.size, self.used = size, used

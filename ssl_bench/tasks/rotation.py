@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ssl_bench.backbone import ConvBackbone
+from ssl_bench.errors import ConfigError
 from ssl_bench.tasks.base import Panel, PretextTask
 
 
@@ -25,9 +26,9 @@ class RotationTask(PretextTask):
         super().__init__(feature_dim, image_shape)
         angles = [int(a) for a in angles]
         if len(set(angles)) != len(angles) or len(angles) < 2 or any(a % 90 for a in angles):
-            raise ValueError(f"task.module.angles must be 2+ distinct multiples of 90, got {angles}")
+            raise ConfigError(f"task.module.angles must be 2+ distinct multiples of 90, got {angles}")
         if image_shape[1] != image_shape[2] and any(a % 180 for a in angles):
-            raise ValueError("90° rotations need square images; set data.image_size")
+            raise ConfigError("90° rotations need square images; set data.image_size")
         self.angles = angles
         self.head = nn.Linear(feature_dim, len(angles))
 
