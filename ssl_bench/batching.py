@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from ssl_bench.seeds import derive
+
 
 def index_batches(n: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
     """Endless batches of indices into range(n): each pass is a fresh permutation.
@@ -20,7 +22,7 @@ def index_batches(n: int, batch_size: int, seed: int, start_step: int = 0) -> It
     per_pass = n // batch_size
     epoch, offset = divmod(start_step, per_pass)
     while True:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        gen = torch.Generator().manual_seed(derive(seed, "order", epoch))
         order = torch.randperm(n, generator=gen)
         for b in range(offset, per_pass):
             yield order[b * batch_size:(b + 1) * batch_size]

@@ -44,6 +44,7 @@ from ssl_bench.data.imageset import DataSplits
 from ssl_bench.data.subsets import balanced_subset
 from ssl_bench.device import autocast
 from ssl_bench.optim import make_optimizer, make_schedule
+from ssl_bench.seeds import derive
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,10 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
                         return frozen(x.contiguous(memory_format=memory_format))
 
         model = make_classifier(backbone, data.num_classes, cfg.reinit_conv3,
-                                seed * 100_003 + k).to(device, memory_format=memory_format)
+                                derive(seed, "eval_init", k)).to(device, memory_format=memory_format)
         steps = budget_steps(cfg, len(subset))
-        final_loss = train_classifier(model, batch_features, labels, steps, cfg, seed + k, device,
+        final_loss = train_classifier(model, batch_features, labels, steps, cfg,
+                                      derive(seed, "eval_train", k), device,
                                       desc=f"eval K={k}", progress=progress, precision=precision)
         with autocast(device, precision):  # the test pass in the precision it trained in
             acc = accuracy(model, test_features, data.test.labels.to(device), cfg.chunk_size, model)
@@ -245,9 +247,9 @@ def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSp
         subset = balanced_subset(data.train.labels, k, seed)
         images = data.train.images[subset].to(device)  # the only training images it can see
         labels = data.train.labels[subset].to(device)
-        backbone = build_backbone(seed * 100_003 + k).drop_pretext_stage()
+        backbone = build_backbone(derive(seed, "eval_init", k)).drop_pretext_stage()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed * 100_003 + k)
+            torch.manual_seed(derive(seed, "eval_init", k))
             model = nn.Sequential(backbone, nn.Linear(backbone.out_channels("conv3"), data.num_classes))
         model = model.to(device, memory_format=memory_format)
 
@@ -258,8 +260,8 @@ def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSp
 
         steps = budget_steps(cfg, len(subset))
         final_loss = train_classifier(model, batch_inputs, labels, steps, cfg,
-                                      seed + k, device, desc=f"supervised K={k}", progress=progress,
-                                      precision=precision)
+                                      derive(seed, "eval_train", k), device, desc=f"supervised K={k}",
+                                      progress=progress, precision=precision)
         with autocast(device, precision):
             acc = accuracy(image_predictor(model, mean, std, memory_format), test_images,
                            data.test.labels.to(device), cfg.chunk_size, model)
@@ -290,7 +292,7 @@ def train_classifier(model: nn.Module,
     """
     optimizer = make_optimizer(model.parameters(), **cfg.optimizer)
     schedule = make_schedule(optimizer, cfg.schedule, total_steps=steps)
-    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    aug_gen = torch.Generator(device=device).manual_seed(derive(seed, "augment"))
     batches = index_batches(len(labels), cfg.batch_size, seed)
     model.train()
     loss = torch.zeros(())

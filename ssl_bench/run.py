@@ -77,26 +77,26 @@ def digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def pretrain_identity(cfg: DictConfig) -> dict:
+def pretrain_identity(cfg: DictConfig, ctx: distributed.Context) -> dict:
     """Everything a pretraining's result depends on (device, threads and paths excluded).
 
     The seed is the pretraining's own (`train.seed`, by default the run's seed), and the
     precision is the resolved one (`run` resolves `auto` first): bf16 and fp32 weights are
     different pretrainings. The number of processes is excluded, unless BatchNorm is left
     unsynchronised across them: then each process normalises by its own slice and the
-    result differs.
+    result differs. `ctx` is passed, not read from module state, so the identity of a run
+    is a function of its arguments alone.
     """
     ident = {"task": OmegaConf.to_container(cfg.task, resolve=True), "data": _data_identity(cfg.data),
              "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
              "train": OmegaConf.to_container(cfg.train, resolve=True),
              "seed": int(cfg.train.seed), "precision": cfg.precision}
-    ctx = distributed.context()
     if ctx.active and not ctx.sync_batchnorm:
         ident["batchnorm_slices"] = ctx.world
     return ident
 
 
-def run_identity(cfg: DictConfig) -> dict:
+def run_identity(cfg: DictConfig, ctx: distributed.Context) -> dict:
     """Everything a run's rows depend on, except which K values and protocols are asked for.
 
     Rows are keyed by (run_id, protocol, K), so adding a K or a probe to a finished run
@@ -107,7 +107,7 @@ def run_identity(cfg: DictConfig) -> dict:
         evaluation.pop(key, None)  # type: ignore[union-attr]
     for key in ("enabled", "linear_stages", "knn_stages", "labels_per_class"):
         evaluation.get("probes", {}).pop(key, None)  # type: ignore[union-attr]
-    return {**pretrain_identity(cfg), "eval": evaluation, "eval_seed": int(cfg.seed),
+    return {**pretrain_identity(cfg, ctx), "eval": evaluation, "eval_seed": int(cfg.seed),
             "eval_data": _data_identity(cfg.eval.get("data"))}
 
 
@@ -146,14 +146,14 @@ def finished_rows(leaderboard: Path, run_id: str) -> pd.DataFrame:
     return table[table["run_id"] == run_id] if not table.empty else table
 
 
-def pretrain_dir(cfg: DictConfig) -> Path:
+def pretrain_dir(cfg: DictConfig, ctx: distributed.Context) -> Path:
     """The pretraining cache folder: one per distinct pretraining, shared by every run using it."""
     name = f"{cfg.task.name}_{cfg.data.name}_{cfg.backbone.name}_s{int(cfg.train.seed)}"
-    return Path(cfg.paths.runs_dir) / "pretrain" / f"{name}_{digest(pretrain_identity(cfg))}"
+    return Path(cfg.paths.runs_dir) / "pretrain" / f"{name}_{digest(pretrain_identity(cfg, ctx))}"
 
 
 def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device: torch.device,
-               ) -> tuple[PretrainResult, bool, Path]:
+               ctx: distributed.Context) -> tuple[PretrainResult, bool, Path]:
     """Pretrain `backbone`, or load it when the same pretraining already finished.
 
     The cache folder holds `checkpoint.pt` (after every epoch) and, once finished,
@@ -162,8 +162,7 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
 
     Under `torchrun` rank 0 holds the lock and decides; every rank trains or loads.
     """
-    folder = pretrain_dir(cfg)
-    ctx = distributed.context()
+    folder = pretrain_dir(cfg, ctx)
     if ctx.is_main:
         folder.mkdir(parents=True, exist_ok=True)
     task: PretextTask = instantiate(cfg.task.module, feature_dim=backbone.out_channels(),
@@ -180,7 +179,7 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
             return result, True, folder
         if ctx.is_main:
             atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(
-                OmegaConf.create(pretrain_identity(cfg))).encode())
+                OmegaConf.create(pretrain_identity(cfg, ctx))).encode())
         result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.train.seed),
                           cfg.channels_last, cfg.progress, cfg.precision)
         if ctx.is_main:
@@ -213,7 +212,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     torch.manual_seed(pretrain_seed)
     eval_data_cfg = eval_data_config(cfg)
     run_id = (f"{cfg.task.name}-{cfg.data.name}-{eval_data_cfg.name}-{cfg.backbone.name}-s{seed}-"
-              f"{digest(run_identity(cfg))}")
+              f"{digest(run_identity(cfg, ctx))}")
     leaderboard = Path(cfg.leaderboard.path)
     sha = git_sha()
     meta = {"run_id": run_id, "git_sha": sha, "seed": seed, "device": str(device),
@@ -260,7 +259,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
         backbone = backbone.to(memory_format=torch.channels_last)
     pretext, reused, pretrain_folder = None, False, None
     if cfg.task.pretrain:
-        pretext, reused, pretrain_folder = pretrained(cfg, backbone, data, device)
+        pretext, reused, pretrain_folder = pretrained(cfg, backbone, data, device, ctx)
     torch.manual_seed(seed)
 
     def row(result: dict) -> dict:

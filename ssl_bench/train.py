@@ -30,6 +30,7 @@ from ssl_bench.device import autocast
 from ssl_bench.errors import NonFiniteLossError
 from ssl_bench.optim import make_optimizer, make_schedule
 from ssl_bench.runlog import append_jsonl, atomic_torch_save, atomic_write_bytes
+from ssl_bench.seeds import derive
 from ssl_bench.tasks.base import Phase, PretextTask
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
     mean, std = data.mean.to(device), data.std.to(device)
     per_epoch = steps_per_epoch(len(images), cfg.batch_size, cfg.steps_per_epoch)
     phases = task.phases(backbone)
-    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    aug_gen = torch.Generator(device=device).manual_seed(derive(seed, "augment"))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     checkpoint_path = run_dir / "checkpoint.pt"
     state = load_checkpoint(checkpoint_path, backbone, task, device)
@@ -293,7 +294,7 @@ def pretext_metrics(backbone: ConvBackbone, task: PretextTask, data: DataSplits,
     labels = data.test.labels[pick].to(device) if task.needs_labels else None
 
     def measure() -> dict[str, float]:
-        gen = torch.Generator(device=device).manual_seed(seed + 2)
+        gen = torch.Generator(device=device).manual_seed(derive(seed, "heldout"))
         sums: dict[str, float] = {}
         for i in range(0, len(images), chunk):
             x = to_float(images[i:i + chunk], data.mean, data.std)

@@ -19,6 +19,7 @@ import ssl_bench.evaluate as evaluate_module
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.data.augment import to_float
 from ssl_bench.device import cpu_flags, resolve_precision
+from ssl_bench.distributed import Context
 from ssl_bench.errors import UserError
 from ssl_bench.evaluate import evaluate, evaluate_scratch, recalibrate_batchnorm
 from ssl_bench.leaderboard import read
@@ -376,10 +377,11 @@ def test_evaluation_seeds_share_one_pretraining(make_cfg, tmp_path):
     first = run(cfg0, tmp_path / "a")
     cfg1 = make_cfg(*TINY_RUN, "task=rotation", "train.seed=0", "seed=1")
     second = run(cfg1, tmp_path / "b")
-    assert pretrain_dir(cfg0) == pretrain_dir(cfg1) and pretrain_dir(cfg0).is_dir()
+    folder = pretrain_dir(cfg0, Context())
+    assert pretrain_dir(cfg1, Context()) == folder and folder.is_dir()
     assert [r["pretrain_reused"] for r in first] == [False]
     assert [r["pretrain_reused"] for r in second] == [True]
-    assert second[0]["pretrain_id"] == first[0]["pretrain_id"] == pretrain_dir(cfg0).name
+    assert second[0]["pretrain_id"] == first[0]["pretrain_id"] == folder.name
     assert second[0]["run_id"] != first[0]["run_id"]
     assert (second[0]["pretrain_seed"], second[0]["seed"]) == (0, 1)
     assert (first[0]["pretrain_seed"], first[0]["seed"]) == (0, 0)

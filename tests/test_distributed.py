@@ -120,12 +120,11 @@ def test_two_processes_match_one_process(tmp_path):
     assert len([p for p in (two / "rotation").iterdir()]) == 1
 
 
-def test_process_count_enters_the_pretraining_identity_only_without_synced_batchnorm(make_cfg, monkeypatch):
+def test_process_count_enters_the_pretraining_identity_only_without_synced_batchnorm(make_cfg):
     from ssl_bench.run import pretrain_dir
 
     cfg = make_cfg("data=synthetic", "profile=smoke")
-    alone = pretrain_dir(cfg)
-    monkeypatch.setattr(distributed, "_context", Context(rank=0, world=4, sync_batchnorm=True))
-    assert pretrain_dir(cfg) == alone  # synced: 4 processes reuse (and give) the same pretraining
-    monkeypatch.setattr(distributed, "_context", Context(rank=0, world=4, sync_batchnorm=False))
-    assert pretrain_dir(cfg) != alone
+    alone = pretrain_dir(cfg, Context())
+    # synced: 4 processes reuse (and give) the same pretraining
+    assert pretrain_dir(cfg, Context(rank=0, world=4, sync_batchnorm=True)) == alone
+    assert pretrain_dir(cfg, Context(rank=0, world=4, sync_batchnorm=False)) != alone

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ssl_bench.errors import DataError
+from ssl_bench.seeds import derive
 
 
 @dataclass
@@ -83,11 +84,11 @@ class DataSplits:
         if max_train is not None and max_train < len(train):
             train = train.subset(stratified_sample(train.labels, max_train, seed))
         if max_test is not None and max_test < len(test):
-            test = test.subset(stratified_sample(test.labels, max_test, seed + 1))
+            test = test.subset(stratified_sample(test.labels, max_test, derive(seed, "test_subsample")))
         unlabeled = None
         if self.unlabeled is not self.train.images:
             n = self.unlabeled.shape[0] if max_train is None else min(max_train, len(self.unlabeled))
-            gen = torch.Generator().manual_seed(seed + 2)
+            gen = torch.Generator().manual_seed(derive(seed, "unlabeled_subsample"))
             unlabeled = self.unlabeled[torch.randperm(len(self.unlabeled), generator=gen)[:n]]
         return DataSplits(self.name, train, test, self.source + " (limited)", unlabeled)
 

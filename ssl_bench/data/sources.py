@@ -16,6 +16,7 @@ from ssl_bench.data.folder import is_image_folder_root, load_image_folder
 from ssl_bench.data.imageset import DataSplits, ImageSet
 from ssl_bench.data.synthetic import make_images
 from ssl_bench.errors import DataError
+from ssl_bench.seeds import derive
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def load_synthetic(name: str, num_train: int, num_test: int, image_size: int = 3
                    num_classes: int = 10, seed: int = 0) -> DataSplits:
     """The procedurally generated set; train and test come from different seeds."""
     train = make_images(num_train, image_size, num_classes, seed)
-    test = make_images(num_test, image_size, num_classes, seed + 1_000_003)
+    test = make_images(num_test, image_size, num_classes, derive(seed, "synthetic_test"))
     return DataSplits(name, train, test, source=f"synthetic (seed {seed})")
 
 

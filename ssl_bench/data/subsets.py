@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ssl_bench.errors import UserError
+from ssl_bench.seeds import derive
 
 
 def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
@@ -25,7 +26,7 @@ def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Te
     if per_class > smallest:
         raise UserError(f"{per_class} labels per class asked for, but the smallest class has "
                         f"only {smallest} images; use eval.labels_per_class values <= {smallest}")
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(derive(seed, "subset"))
     picks = []
     for c in classes:  # one iteration per class, not per sample
         members = torch.nonzero(labels == c).squeeze(1)

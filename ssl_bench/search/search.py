@@ -45,6 +45,7 @@ from ssl_bench.search.architect import Architect, Batch, SearchModel
 from ssl_bench.search.genotype import CELL_TYPES, Genotype, save_genotype
 from ssl_bench.search.model import SearchNetwork, count_parameters
 from ssl_bench.search.plot import plot_alphas
+from ssl_bench.seeds import derive
 from ssl_bench.tasks.base import PretextTask
 from ssl_bench.train import (
     keep_logged_epochs,
@@ -154,7 +155,7 @@ def run_search(net: SearchNetwork, task: PretextTask, data: DataSplits, cfg: Dic
     architect = Architect(model, w_opt, lr=s.arch.lr, betas=tuple(s.arch.betas),
                           weight_decay=s.arch.weight_decay, xi=s.xi, fd_radius=s.fd_radius,
                           precision=precision)
-    gen = torch.Generator(device=device).manual_seed(seed + 1)
+    gen = torch.Generator(device=device).manual_seed(derive(seed, "augment"))
     aug = cfg.train.augment
 
     log_path, ckpt_path = folder / "alpha.jsonl", folder / "checkpoint.pt"
@@ -182,7 +183,8 @@ def run_search(net: SearchNetwork, task: PretextTask, data: DataSplits, cfg: Dic
     start = time.perf_counter()
     step = per_epoch * done
     w_batches = index_batches(len(weight_half), s.batch_size, seed, start_step=step)
-    a_batches = index_batches(len(alpha_half), s.batch_size, seed + 7919, start_step=step)
+    a_batches = index_batches(len(alpha_half), s.batch_size, derive(seed, "search_alpha_order"),
+                              start_step=step)
     bar = tqdm(total=total, initial=step, disable=not progress, desc=f"search {cfg.task.name}",
                dynamic_ncols=True, leave=False)
     loss_value = alpha_loss_value = metric_value = math.nan
