@@ -25,7 +25,7 @@ COLUMNS = [
     "run_id", "task", "dataset", "pretrain_dataset", "backbone", "protocol", "labels_per_class",
     "seed", "test_acc", "pretext_metric", "pretext_metric_name", "pretrain_seconds",
     "pretrain_reused", "pretrain_id", "eval_seconds", "eval_steps", "eval_samples",
-    "eval_augment", "eval_budget_scale", "pretrain_seed", "pretrain_epochs", "precision",
+    "eval_augment", "eval_budget_scale", "results_version", "pretrain_seed", "pretrain_epochs", "precision",
     "profile", "git_sha",
     "started_at", "finished_at", "run_dir",
 ]

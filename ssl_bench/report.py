@@ -26,9 +26,11 @@ from ssl_bench.stats import (
     SETTING,
     convergence,
     convergence_status,
+    current_rows,
     main_rows,
     paired_differences,
     prepare,
+    results_version,
     summarize,
 )
 
@@ -436,12 +438,19 @@ def _interval_scope(df: pd.DataFrame) -> str:
 
 def render_markdown(table: pd.DataFrame) -> str:
     """The whole LEADERBOARD.md text."""
+    older = len(table) - len(current_rows(table))
+    table = current_rows(table)  # older results versions measured something else
     df = _prepare(table)
     if df.empty:
         return "# Leaderboard\n\nThe leaderboard is empty: run `ssl-bench` (or `make smoke`) first.\n"
     stats = summarize(table)
     checks = convergence(table)
-    lines = (_header(df) + _overview(stats, checks) + _paired_section(table)
+    header = _header(df)
+    if older:
+        header += [f"{older} row(s) of older results versions stay in the CSV and are left out of "
+                   f"everything below (results version {int(results_version(table).max())} is "
+                   "reported; `ssl_bench/versions.py` says what each version changed).", ""]
+    lines = (header + _overview(stats, checks) + _paired_section(table)
              + _convergence_section(checks) + _sections(stats) + _probe_summary(stats)
              + _time_section(compute_times(table)))
     return "\n".join(lines).rstrip() + "\n"

@@ -35,6 +35,7 @@ from ssl_bench.probes import probe_protocols, run_probes
 from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, folder_lock, git_sha, now_iso
 from ssl_bench.tasks.base import PretextTask
 from ssl_bench.train import PretrainResult, load_checkpoint, pretrain
+from ssl_bench.versions import PRETRAIN_VERSION, RESULTS_HISTORY, RESULTS_VERSION, identity_field
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ def digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def pretrain_identity(cfg: DictConfig, ctx: distributed.Context) -> dict:
+def pretrain_identity(cfg: DictConfig, ctx: distributed.Context,
+                      version: int | None = None) -> dict:
     """Everything a pretraining's result depends on (device, threads and paths excluded).
 
     The seed is the pretraining's own (`train.seed`, by default the run's seed), and the
@@ -90,13 +92,14 @@ def pretrain_identity(cfg: DictConfig, ctx: distributed.Context) -> dict:
     ident = {"task": OmegaConf.to_container(cfg.task, resolve=True), "data": _data_identity(cfg.data),
              "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
              "train": OmegaConf.to_container(cfg.train, resolve=True),
-             "seed": int(cfg.train.seed), "precision": cfg.precision}
+             "seed": int(cfg.train.seed), "precision": cfg.precision,
+             **identity_field("pretrain_version", PRETRAIN_VERSION if version is None else version)}
     if ctx.active and not ctx.sync_batchnorm:
         ident["batchnorm_slices"] = ctx.world
     return ident
 
 
-def run_identity(cfg: DictConfig, ctx: distributed.Context) -> dict:
+def run_identity(cfg: DictConfig, ctx: distributed.Context, version: int | None = None) -> dict:
     """Everything a run's rows depend on, except which K values and protocols are asked for.
 
     Rows are keyed by (run_id, protocol, K), so adding a K or a probe to a finished run
@@ -108,7 +111,22 @@ def run_identity(cfg: DictConfig, ctx: distributed.Context) -> dict:
     for key in ("enabled", "linear_stages", "knn_stages", "labels_per_class"):
         evaluation.get("probes", {}).pop(key, None)  # type: ignore[union-attr]
     return {**pretrain_identity(cfg, ctx), "eval": evaluation, "eval_seed": int(cfg.seed),
-            "eval_data": _data_identity(cfg.eval.get("data"))}
+            "eval_data": _data_identity(cfg.eval.get("data")),
+            **identity_field("results_version", RESULTS_VERSION if version is None else version)}
+
+
+def make_run_id(cfg: DictConfig, ctx: distributed.Context, version: int | None = None) -> str:
+    """The run id: readable settings, then the hash of the run identity at a results version."""
+    return (f"{cfg.task.name}-{cfg.data.name}-{eval_data_config(cfg).name}-{cfg.backbone.name}-"
+            f"s{int(cfg.seed)}-{digest(run_identity(cfg, ctx, version))}")
+
+
+def older_versions(leaderboard: pd.DataFrame, cfg: DictConfig, ctx: distributed.Context) -> list[int]:
+    """Older results versions of which the leaderboard holds rows for this configuration."""
+    if leaderboard.empty:
+        return []
+    ids = set(leaderboard["run_id"])
+    return [v for v in range(1, RESULTS_VERSION) if make_run_id(cfg, ctx, v) in ids]
 
 
 def check_budget(eval_cfg: DictConfig) -> None:
@@ -211,8 +229,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     # pretraining's seed, then (below) the run's seed for the evaluation
     torch.manual_seed(pretrain_seed)
     eval_data_cfg = eval_data_config(cfg)
-    run_id = (f"{cfg.task.name}-{cfg.data.name}-{eval_data_cfg.name}-{cfg.backbone.name}-s{seed}-"
-              f"{digest(run_identity(cfg, ctx))}")
+    run_id = make_run_id(cfg, ctx)
     leaderboard = Path(cfg.leaderboard.path)
     sha = git_sha()
     meta = {"run_id": run_id, "git_sha": sha, "seed": seed, "device": str(device),
@@ -226,6 +243,12 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
 
     wanted = wanted_rows(cfg)
     done = finished_rows(leaderboard, run_id)
+    if done.empty and ctx.is_main:
+        older = older_versions(read_leaderboard(leaderboard), cfg, ctx)
+        if older:  # kept in the CSV, left out of the summaries, not reused
+            log.warning("%s holds rows of results version %d for this configuration; version %d "
+                        "changed what they measure (%s), so they are kept but recomputed as %s",
+                        leaderboard, older[-1], RESULTS_VERSION, RESULTS_HISTORY[RESULTS_VERSION], run_id)
     done_keys = set(zip(done["protocol"], done["labels_per_class"].astype(int))) if len(done) else set()
     done_keys = distributed.broadcast(done_keys)  # rank 0's reading is the one every rank follows
     todo = [w for w in wanted if w not in done_keys]
@@ -275,7 +298,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
             "pretrain_id": pretrain_folder.name if pretrain_folder else None,
             "eval_seconds": result["eval_seconds"], "eval_steps": result["eval_steps"],
             "eval_samples": result.get("eval_samples"), "eval_augment": result.get("eval_augment"),
-            "eval_budget_scale": result.get("eval_budget_scale"),
+            "eval_budget_scale": result.get("eval_budget_scale"), "results_version": RESULTS_VERSION,
             "pretrain_seed": int(cfg.train.seed) if cfg.task.pretrain else None,
             "pretrain_epochs": pretext.epochs if pretext else 0, "precision": cfg.precision,
             "profile": cfg.profile_name, "git_sha": sha, "started_at": started_at,

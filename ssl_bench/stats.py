@@ -45,8 +45,26 @@ def budget_scale(table: pd.DataFrame) -> pd.Series:
     return pd.to_numeric(table["eval_budget_scale"], errors="coerce").fillna(1.0)
 
 
+def results_version(table: pd.DataFrame) -> pd.Series:
+    """Each row's results version (`ssl_bench.versions`); rows from before versioning are 1."""
+    if "results_version" not in table.columns:
+        return pd.Series(1, index=table.index)
+    return pd.to_numeric(table["results_version"], errors="coerce").fillna(1).astype(int)
+
+
+def current_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the newest results version in the table: rows of older versions measured
+    something else and are never compared with them (they stay in the CSV)."""
+    if table.empty:
+        return table
+    version = results_version(table)
+    return table[version == version.max()]
+
+
 def main_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows that rank methods: those at the leaderboard's budget (scale 1)."""
+    """The rows that rank methods: the newest results version, at the leaderboard's budget
+    (scale 1)."""
+    table = current_rows(table)
     return table[np.isclose(budget_scale(table), 1.0)]
 
 
@@ -101,7 +119,7 @@ def convergence(table: pd.DataFrame, tolerance: float = CONVERGENCE_TOLERANCE) -
     """Per (setting, protocol, K, method) with check rows: mean at budget 1 and at the larger
     budget over the seeds that have both, their difference, and `pass`/`fail` (|delta| <=
     `tolerance` points). Cells without check rows are absent (see `convergence_status`)."""
-    df = prepare(table)
+    df = prepare(current_rows(table))
     if df.empty:
         return pd.DataFrame(columns=CONVERGENCE_COLUMNS)
     # a cell pairs with the row of its own pretraining; "-" (none) so that it can be matched
