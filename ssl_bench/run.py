@@ -9,7 +9,6 @@ after a crash — reuses it. Each leaderboard row is appended as soon as it is c
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -32,7 +31,7 @@ from ssl_bench.evaluate import evaluate, evaluate_scratch, recalibrate_batchnorm
 from ssl_bench.leaderboard import append_rows
 from ssl_bench.leaderboard import read as read_leaderboard
 from ssl_bench.probes import probe_protocols, run_probes
-from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, folder_lock, git_sha, now_iso
+from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, cache_entry, git_sha, now_iso
 from ssl_bench.tasks.base import PretextTask
 from ssl_bench.train import PretrainResult, load_checkpoint, pretrain
 from ssl_bench.versions import PRETRAIN_VERSION, RESULTS_HISTORY, RESULTS_VERSION, identity_field
@@ -181,28 +180,19 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
     Under `torchrun` rank 0 holds the lock and decides; every rank trains or loads.
     """
     folder = pretrain_dir(cfg, ctx)
-    if ctx.is_main:
-        folder.mkdir(parents=True, exist_ok=True)
     task: PretextTask = instantiate(cfg.task.module, feature_dim=backbone.out_channels(),
                                     image_shape=tuple(data.train.images.shape[1:]))
     task = task.bind_data(data.mean, data.std, data.num_classes).to(device)
-    lock = folder_lock(folder, "this pretraining") if ctx.is_main else contextlib.nullcontext()
-    with lock:
-        done = folder / "pretrain.json"
-        finished = distributed.broadcast(done.exists())
-        if finished:
+    with cache_entry(folder, "this pretraining", pretrain_identity(cfg, ctx), "pretrain.json",
+                     writer=ctx.is_main) as entry:
+        if distributed.broadcast(entry.record is not None):  # rank 0's reading decides
             load_checkpoint(folder / "checkpoint.pt", backbone, task, device)
-            result = PretrainResult(**json.loads(done.read_text())["result"])
+            result = PretrainResult(**entry.record["result"])
             log.info("reusing the finished pretraining in %s (%.0fs when it ran)", folder, result.seconds)
             return result, True, folder
-        if ctx.is_main:
-            atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(
-                OmegaConf.create(pretrain_identity(cfg, ctx))).encode())
         result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.train.seed),
                           cfg.channels_last, cfg.progress, cfg.precision)
-        if ctx.is_main:
-            atomic_write_json(done, {"result": asdict(result), "git_sha": git_sha(),
-                                     "finished_at": now_iso()})
+        entry.finish(asdict(result))
         return result, False, folder
 
 

@@ -149,3 +149,60 @@ def folder_lock(folder: Path, what: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+class CacheEntry:
+    """One cached computation in its own folder (a pretraining, a search): see `cache_entry`."""
+
+    def __init__(self, folder: Path, done_name: str, writer: bool) -> None:
+        self.folder, self.done, self.writer = folder, folder / done_name, writer
+        self.record: dict[str, Any] | None = self._read()
+
+    def _read(self) -> dict[str, Any] | None:
+        """The finished record, verified: an unreadable or incomplete one counts as not
+        finished (the computation resumes from its own checkpoint), with a warning."""
+        if not self.done.exists():
+            return None
+        try:
+            record = json.loads(self.done.read_text())
+            if not isinstance(record, dict) or not isinstance(record.get("result"), dict):
+                raise ValueError("no 'result' object")
+        except (OSError, ValueError) as exc:
+            logging.getLogger("ssl_bench").warning(
+                "ignoring %s (%s): the computation runs again and resumes from its checkpoint",
+                self.done, exc)
+            return None
+        return record
+
+    def finish(self, result: dict[str, Any]) -> None:
+        """Mark the computation finished with its `result` (and the code and time it ran with)."""
+        if self.writer:
+            atomic_write_json(self.done, {"result": result, "git_sha": git_sha(), "finished_at": now_iso()})
+
+
+@contextmanager
+def cache_entry(folder: Path, what: str, identity: dict[str, Any], done_name: str,
+                writer: bool = True) -> Iterator[CacheEntry]:
+    """The cache folder of one computation, locked for the block.
+
+    The one implementation behind the pretraining and the search caches: the folder is
+    created and locked (concurrent jobs with the same computation wait instead of doing it
+    twice), `entry.record` holds the finished record when there is one, and otherwise the
+    identity goes to `config.yaml` before any work, so a half-done folder says what it is.
+    `writer=False` (ranks > 0 under torchrun) reads but neither locks nor writes.
+    """
+    if writer:
+        folder.mkdir(parents=True, exist_ok=True)
+    lock = folder_lock(folder, what) if writer else _no_lock()
+    with lock:
+        entry = CacheEntry(folder, done_name, writer)
+        if entry.record is None and writer:
+            from omegaconf import OmegaConf
+
+            atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(identity)).encode())
+        yield entry
+
+
+@contextmanager
+def _no_lock() -> Iterator[None]:
+    yield

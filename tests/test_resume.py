@@ -288,6 +288,23 @@ def test_every_task_reuses_a_finished_pretraining(make_cfg, tmp_path, task):
     assert {name: _fingerprint(folder / name) for name in before} == before
 
 
+@pytest.mark.parametrize("garbage", [b"", b"{not json", b'{"result": 3}'])
+def test_an_unreadable_finished_record_is_not_trusted(make_cfg, tmp_path, garbage, caplog):
+    """A torn or edited `pretrain.json` counts as unfinished: the pretraining resumes from its
+    checkpoint (all epochs done, so no step is taken) and the record is written again."""
+    common = (*FAST, "task=rotation", "train.seed=0", "eval.probes.enabled=false",
+              "eval.labels_per_class=[5]")
+    run(make_cfg(*common, "seed=0"), tmp_path / "run0")
+    (folder,) = (tmp_path / "runs" / "pretrain").iterdir()
+    checkpoint = _fingerprint(folder / "checkpoint.pt")
+    (folder / "pretrain.json").write_bytes(garbage)
+    (row,) = run(make_cfg(*common, "seed=1"), tmp_path / "run1")
+    assert "ignoring" in caplog.text and "pretrain.json" in caplog.text
+    assert not bool(row["pretrain_reused"]) and row["pretrain_id"] == folder.name
+    assert isinstance(json.loads((folder / "pretrain.json").read_text())["result"], dict)
+    assert _fingerprint(folder / "checkpoint.pt") == checkpoint  # resumed, nothing retrained
+
+
 def test_killed_multirun_continues_where_it_stopped(tmp_path):
     def composed(task):
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

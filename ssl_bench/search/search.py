@@ -35,9 +35,7 @@ from ssl_bench.run import _data_identity, digest
 from ssl_bench.runlog import (
     append_jsonl,
     atomic_torch_save,
-    atomic_write_bytes,
-    atomic_write_json,
-    folder_lock,
+    cache_entry,
     git_sha,
     now_iso,
 )
@@ -276,17 +274,13 @@ def searched(cfg: DictConfig, device: torch.device, data: DataSplits | None = No
     another instead of searching twice.
     """
     folder = search_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.seed)
-    with folder_lock(folder, "this search"):
-        done = folder / "search.json"
-        if done.exists():
-            result = SearchResult(**json.loads(done.read_text())["result"])
+    with cache_entry(folder, "this search", search_identity(cfg), "search.json") as entry:
+        if entry.record is not None:
+            result = SearchResult(**entry.record["result"])
             if Path(result.genotype_path).is_file():
                 log.info("reusing the finished search in %s (%.0fs when it ran)", folder, result.seconds)
                 return SearchOutcome(result, True, folder)
-        atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(
-            OmegaConf.create(search_identity(cfg))).encode())
         data = data if data is not None else load_data(cfg.data)
         net_cfg = cfg.search.network
         with torch.random.fork_rng(devices=[]):
@@ -302,5 +296,5 @@ def searched(cfg: DictConfig, device: torch.device, data: DataSplits | None = No
                      else resolve_precision(cfg.precision, device))
         result = run_search(net, task, data, cfg, folder, device, seed, cfg.channels_last,
                             cfg.progress, precision)
-        atomic_write_json(done, {"result": asdict(result), "git_sha": git_sha(), "finished_at": now_iso()})
+        entry.finish(asdict(result))
         return SearchOutcome(result, False, folder)
