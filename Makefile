@@ -12,7 +12,7 @@ ARGS      ?=
 
 NPROC ?= 2
 
-.PHONY: list-methods setup test test-real smoke show benchmark converge pretrain-curve benchmark-slurm ddp transfer search search-benchmark leaderboard perf lint clean
+.PHONY: list-methods setup test test-slow test-all test-real smoke show benchmark converge pretrain-curve benchmark-slurm ddp transfer search search-benchmark leaderboard perf lint clean
 
 list-methods:                    ## the method lists the targets use (benchmark, smoke)
 	@echo "TASKS=$(TASKS)"
@@ -33,8 +33,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-test: setup                      ## fast tier: synthetic data, CPU, a few minutes
-	$(BIN)/python -m pytest -q $(ARGS)
+test: setup                      ## fast tier: synthetic data, in-process, at most 5 minutes on 2 cores
+	$(BIN)/python -m pytest -q -m "not slow and not real_data" $(ARGS)
+
+test-slow: setup                 ## slow tier: tests that start real processes (CLI, torchrun, joblib, kill -9)
+	$(BIN)/python -m pytest -q -m "slow and not real_data" $(ARGS)
+
+test-all: setup                  ## every tier: fast, slow and (with DATA_ROOT) real data
+	$(BIN)/python -m pytest -q -m "not slow and not real_data" $(ARGS)
+	$(BIN)/python -m pytest -q -m "slow and not real_data" $(ARGS)
+	SSL_BENCH_CIFAR10=$(DATA_ROOT) $(BIN)/python -m pytest -q -m real_data $(ARGS)
 
 test-real: setup                 ## real-data tier: needs CIFAR-10 at DATA_ROOT
 	SSL_BENCH_CIFAR10=$(DATA_ROOT) $(BIN)/python -m pytest -q -m real_data $(ARGS)

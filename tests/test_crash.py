@@ -15,9 +15,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from ssl_bench.leaderboard import KEY
 from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow  # kill -9 of a real CLI process, then reruns
+
 
 # long enough pretraining (8 epochs) to be killed after its first checkpoint
 ARGS = ("task=rotation", "profile=smoke", "data=synthetic", "data.num_train=600", "data.num_test=200",

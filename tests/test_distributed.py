@@ -91,6 +91,7 @@ def _pretraining(runs: Path) -> tuple[list[dict], dict]:
         f"task.{k}": v for k, v in state["task"].items()}}
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
     one, two = _run(tmp_path, 1), _run(tmp_path, 2)
     epochs_1, weights_1 = _pretraining(one)

@@ -16,6 +16,9 @@ from PIL import Image
 
 from tests.conftest import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # every case starts the CLI in its own process
+
+
 QUICK = ["profile=smoke", "progress=false", "eval.probes.enabled=false"]
 
 

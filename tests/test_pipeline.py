@@ -98,6 +98,7 @@ def test_cli_typo_and_unknown_task_exit_nonzero_with_a_clear_message(tmp_path):
     assert "rotatoin" in res.stderr and "rotation" in res.stderr  # lists the valid ones
 
 
+@pytest.mark.slow
 def test_cli_sweep_writes_one_row_per_run_and_k(tmp_path):
     res = _cli("-m", "task=random", "seed=0,1", "profile=smoke", "data=synthetic",
                "progress=false", f"paths.runs_dir={tmp_path / 'runs'}",

@@ -305,6 +305,7 @@ def test_an_unreadable_finished_record_is_not_trusted(make_cfg, tmp_path, garbag
     assert _fingerprint(folder / "checkpoint.pt") == checkpoint  # resumed, nothing retrained
 
 
+@pytest.mark.slow
 def test_killed_multirun_continues_where_it_stopped(tmp_path):
     def composed(task):
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -76,6 +76,7 @@ def _assert_well_formed(path: Path) -> None:
 # ---------------------------------------------------------------- joblib sweep
 
 
+@pytest.mark.slow
 def test_joblib_sweep_with_two_workers_writes_exactly_the_expected_rows(make_cfg, tmp_path):
     tasks, seeds = ["rotation", "random"], [0, 1]
     paths = (f"paths.runs_dir={tmp_path / 'runs'}", f"paths.cache_dir={tmp_path / 'cache'}")
@@ -223,6 +224,7 @@ for i in range(n):
 """
 
 
+@pytest.mark.slow
 def test_eight_processes_appending_fifty_rows_each_leave_exactly_400_rows(tmp_path):
     path, go = tmp_path / "leaderboard.csv", tmp_path / "go"
     writers, per_writer = 8, 50
@@ -267,6 +269,7 @@ leaderboard.append_rows(path, [{"run_id": "killed", "protocol": "conv3_linear", 
 """
 
 
+@pytest.mark.slow
 def test_a_writer_killed_while_holding_the_lock_loses_nothing_and_blocks_no_one(tmp_path):
     path, ready = tmp_path / "leaderboard.csv", tmp_path / "ready"
     before = [{"run_id": f"r{i}", "protocol": "conv3_linear", "labels_per_class": 5, "test_acc": i}
@@ -336,6 +339,7 @@ out.write_text(json.dumps({"start": start, "end": time.time(), "rows": rows}, de
 """
 
 
+@pytest.mark.slow
 def test_two_processes_with_the_same_pretraining_train_it_once(tmp_path):
     # one runs_dir (so one pretraining cache), separate leaderboards (so neither skips the run)
     overrides = [*FAST, "task=rotation", "seed=0", "eval.probes.enabled=false",
@@ -363,6 +367,7 @@ def test_two_processes_with_the_same_pretraining_train_it_once(tmp_path):
         assert first[key] == second[key], key
 
 
+@pytest.mark.slow
 def test_a_job_waiting_for_a_shared_pretraining_says_so(tmp_path, caplog):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
