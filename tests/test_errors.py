@@ -6,6 +6,7 @@ and fails before any training, so each costs a few seconds.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,11 @@ pytestmark = pytest.mark.slow  # every case starts the CLI in its own process
 QUICK = ["profile=smoke", "progress=false", "eval.probes.enabled=false"]
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def _cli(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "ssl_bench", *QUICK, f"paths.runs_dir={tmp_path / 'runs'}",
          f"paths.cache_dir={tmp_path / 'cache'}", *args],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env=env)
 
 
 def _assert_clear_error(res: subprocess.CompletedProcess, *fragments: str, status: int = 2) -> None:
@@ -148,12 +149,16 @@ def buggy_backbone(**settings):
     ("task.module.angles=[0]", ("task.module.angles must be 2+ distinct multiples of 90",)),
     ("train.schedule.name=linear", ("schedule must be cosine, step or constant", "linear"))])
 def test_configuration_mistakes_are_messages(tmp_path, override, fragments):
-    _assert_clear_error(_cli(tmp_path, "task=rotation", override), *fragments)
+    _assert_clear_error(_cli(tmp_path, "data=synthetic", "task=rotation", override), *fragments)
 
 
 def test_a_bug_inside_a_target_keeps_its_traceback(tmp_path):
-    """Only the user's mistakes become messages: a TypeError raised by code is not one."""
-    res = _cli(tmp_path, "task=random", "backbone._target_=tests.test_errors.buggy_backbone")
+    """Only the user's mistakes become messages: a TypeError raised by code is not one. It
+    ends as Hydra reports a failed job (exit 1, the exception named; the whole traceback with
+    HYDRA_FULL_ERROR=1), never as our `ssl-bench: error:` line with exit status 2."""
+    res = _cli(tmp_path, "data=synthetic", "task=random",
+               "backbone._target_=tests.test_errors.buggy_backbone",
+               env={**os.environ, "HYDRA_FULL_ERROR": "1"})
     assert res.returncode not in (0, 2), res.stderr[-3000:]
     assert "Traceback" in res.stderr and "TypeError" in res.stderr, res.stderr[-3000:]
-    assert "ssl-bench: error:" not in res.stderr
+    assert "buggy_backbone" in res.stderr and "ssl-bench: error:" not in res.stderr
