@@ -43,7 +43,8 @@ from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.imageset import DataSplits
 from ssl_bench.data.subsets import balanced_subset
 from ssl_bench.device import autocast
-from ssl_bench.optim import make_optimizer, make_schedule
+from ssl_bench.errors import NonFiniteLossError
+from ssl_bench.optim import make_optimizer, make_schedule, sgd_step
 from ssl_bench.seeds import derive
 
 log = logging.getLogger(__name__)
@@ -210,16 +211,19 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
         model = make_classifier(backbone, data.num_classes, cfg.reinit_conv3,
                                 derive(seed, "eval_init", k)).to(device, memory_format=memory_format)
         steps = budget_steps(cfg, len(subset))
+        train_start = time.perf_counter()
         final_loss = train_classifier(model, batch_features, labels, steps, cfg,
                                       derive(seed, "eval_train", k), device,
                                       desc=f"eval K={k}", progress=progress, precision=precision)
+        train_seconds = time.perf_counter() - train_start  # it ends reading the loss: device done
         with autocast(device, precision):  # the test pass in the precision it trained in
             acc = accuracy(model, test_features, data.test.labels.to(device), cfg.chunk_size, model)
         seconds = time.perf_counter() - k_start + shared_seconds / len(ks)
         log.info("K=%d: test accuracy %.2f%% after %d steps (%.1fs)", k, acc, steps, seconds)
         results.append({"labels_per_class": k, "test_acc": acc,
                         **budget_record(cfg, steps, len(subset), cached is not None),
-                        "eval_final_loss": final_loss, "eval_seconds": seconds})
+                        "eval_final_loss": final_loss, "eval_seconds": seconds,
+                        "eval_train_seconds": train_seconds})
         if on_result:
             on_result(results[-1])
     return results
@@ -304,11 +308,12 @@ def train_classifier(model: nn.Module,
             part = distributed.shard(batch_features(idx, aug_gen), labels[idx], len(idx))
             with autocast(device, precision):
                 loss = F.cross_entropy(parallel(part.inputs), part.targets) * part.scale
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return float(distributed.mean_over_ranks(loss.detach().float().reshape(1)).item())
+            sgd_step(loss, optimizer, schedule)  # no per-step host read: checked once below
+    final = float(distributed.mean_over_ranks(loss.detach().float().reshape(1)).item())
+    if not math.isfinite(final):
+        raise NonFiniteLossError(f"{desc}: the classifier's loss became {final}; lower "
+                                 f"eval.optimizer.lr (now {cfg.optimizer.lr}) and run again")
+    return final
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule shared by pretraining and the evaluator.
+"""Optimiser, learning-rate schedule and optimiser step shared by every training loop.
 
 Schedules are stepped once per optimiser step (not per epoch), so a run's schedule
 depends only on its step count, whatever the batch or data-set size.
@@ -7,11 +7,11 @@ depends only on its step count, whatever the batch or data-set size.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from ssl_bench.errors import ConfigError
+from ssl_bench.errors import ConfigError, NonFiniteLossError
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.9,
@@ -44,3 +44,26 @@ def make_schedule(optimizer: torch.optim.Optimizer, name: str, total_steps: int,
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def sgd_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+             schedule: torch.optim.lr_scheduler.LRScheduler | None,
+             diverged: Callable[[float], str] | None = None,
+             clip: tuple[Iterable[torch.nn.Parameter], float] | None = None) -> None:
+    """One optimiser step, the same in every training loop (pretraining, evaluator, search,
+    perf): backward, optional gradient clipping, step, schedule step.
+
+    With `diverged`, a non-finite loss stops training first, with the message
+    `diverged(loss)` (where it happened and what to change). It reads the loss on the host,
+    which waits for the device: loops that must not wait every step pass None and check
+    their final loss instead.
+    """
+    if diverged is not None and not torch.isfinite(loss):
+        raise NonFiniteLossError(diverged(loss.item()))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(clip[0], clip[1])
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()

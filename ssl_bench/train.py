@@ -27,8 +27,7 @@ from ssl_bench.batching import index_batches
 from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.imageset import DataSplits
 from ssl_bench.device import autocast
-from ssl_bench.errors import NonFiniteLossError
-from ssl_bench.optim import make_optimizer, make_schedule
+from ssl_bench.optim import make_optimizer, make_schedule, sgd_step
 from ssl_bench.runlog import append_jsonl, atomic_torch_save, atomic_write_bytes
 from ssl_bench.seeds import derive
 from ssl_bench.tasks.base import Phase, PretextTask
@@ -202,14 +201,9 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
                     with autocast(device, precision):
                         loss, outputs = model(to_memory_format(part.inputs, memory_format),
                                               part.targets, part.scale)
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"pretraining loss became {loss.item()} at step {step + 1} (epoch {epoch}); "
-                            f"lower train.optimizer.lr (now {cfg.optimizer.lr}) and run again")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
+                    sgd_step(loss, optimizer, schedule, lambda value, step=step, epoch=epoch: (
+                        f"pretraining loss became {value} at step {step + 1} (epoch {epoch}); "
+                        f"lower train.optimizer.lr (now {cfg.optimizer.lr}) and run again"))
                     step += 1
                     loss_sum += loss.detach()
                     for name, value in task.metrics(outputs, part.targets).items():

@@ -74,7 +74,7 @@ def test_conventional_batches_fit_the_same_model(name: str, tmp_path: Path) -> N
     base, _ = perf.conventional_images(data, tmp_path / "nonexistent", "auto")
     aug = cfg.train.augment
     dataset = perf.PretextDataset(base, perf.conventional_transform(
-        32, int(aug.crop_padding), bool(aug.flip), data.mean, data.std), perf.PSEUDO_LABELS[name](task))
+        32, int(aug.crop_padding), bool(aug.flip), data.mean, data.std), task.per_sample_labels())
     with perf.conventional_batches(dataset, 8, 0, device) as next_batch:
         inputs, targets = next_batch()
     assert inputs.shape == ours_inputs.shape and inputs.dtype == ours_inputs.dtype
@@ -104,7 +104,7 @@ def test_conventional_pseudo_labels_match_ours_without_randomness(name: str, tmp
     _, task = perf.build_task(cfg, data, torch.device("cpu"))
     base, _ = perf.conventional_images(data, tmp_path / "nonexistent", "memory")
     transform = perf.conventional_transform(32, 0, False, data.mean, data.std)
-    label = perf.PSEUDO_LABELS[name](task)
+    label = task.per_sample_labels()
     x = to_float(data.unlabeled[:4], data.mean, data.std)
     torch.manual_seed(0)
     samples = [label(transform(base[i])) for i in range(4)]

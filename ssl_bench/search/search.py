@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from ssl_bench.batching import index_batches
 from ssl_bench.data import DataSplits, load_data
 from ssl_bench.device import autocast, resolve_precision
-from ssl_bench.errors import NonFiniteLossError, UserError, instantiate
+from ssl_bench.errors import UserError, instantiate
+from ssl_bench.optim import sgd_step
 from ssl_bench.run import _data_identity, digest
 from ssl_bench.runlog import (
     append_jsonl,
@@ -198,15 +199,9 @@ def run_search(net: SearchNetwork, task: PretextTask, data: DataSplits, cfg: Dic
             with autocast(device, precision):
                 outputs = model(train.inputs)
                 loss = task.loss(outputs, train.targets)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"search loss became {loss.item()} at step {step + 1}; lower "
-                    f"search.weights.lr (now {w_cfg.lr}) or search.arch.lr and run again")
-            w_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(weights, w_cfg.grad_clip)
-            w_opt.step()
-            schedule.step()
+            sgd_step(loss, w_opt, schedule, lambda value, step=step: (
+                f"search loss became {value} at step {step + 1}; lower search.weights.lr "
+                f"(now {w_cfg.lr}) or search.arch.lr and run again"), clip=(weights, w_cfg.grad_clip))
             architect.optimizer.zero_grad(set_to_none=True)  # α's share of this backward
             step += 1
             loss_sum += loss.item()

@@ -12,6 +12,7 @@ Adding a task = one file here with a subclass + one `conf/task/<name>.yaml` whos
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,13 @@ class PretextTask(nn.Module, ABC):
 
         `labels` are given only to tasks with `needs_labels`; pretext tasks ignore them.
         """
+
+    def per_sample_labels(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, Any]]:
+        """The conventional per-sample equivalent of `make_batch`: one normalised C×H×W
+        image in, its network inputs and pseudo-label out (what a DataLoader worker would
+        compute), with this task's settings. `ssl-bench-perf` times it against the batched
+        path, so a new task brings its own; one without it is not measured there."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-sample reference pipeline")
 
     @abstractmethod
     def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:

@@ -179,3 +179,21 @@ class InpaintingTask(PretextTask):
                       title="context encoder: masked input / reconstruction / original")
         backbone.train(was_training)
         self.train(was_training)
+
+    def per_sample_labels(self) -> InpaintingLabels:
+        return InpaintingLabels(self)
+
+
+# ---- the per-sample reference pipeline (`ssl-bench-perf` times it against make_batch)
+
+
+class InpaintingLabels:
+    """The sample with its region hidden (mean-pixel fill) and (original, mask) as target."""
+
+    def __init__(self, task: InpaintingTask):
+        self.kind, self.num_blocks, self.coverage = task.mask_kind, task.num_blocks, task.coverage
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = make_masks(self.kind, 1, x.shape[-1], torch.default_generator, torch.device("cpu"),
+                          self.num_blocks, self.coverage)[0]
+        return x * (1 - mask), torch.cat([x, mask])

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.errors import ConfigError
@@ -47,6 +48,7 @@ from ssl_bench.tasks.patches import (
     normalize_each,
     phase_variants,
     resize_patches,
+    sample_origin,
 )
 
 
@@ -176,3 +178,32 @@ class JigsawTask(PretextTask):
         (run_dir / "permutations.json").write_text(json.dumps({
             "grid": self.grid, "min_hamming_distance": self.min_hamming_distance,
             "permutations": self.permutations.tolist()}) + "\n")
+
+    def per_sample_labels(self) -> JigsawLabels:
+        return JigsawLabels(self)
+
+
+# ---- the per-sample reference pipeline (`ssl-bench-perf` times it against make_batch)
+
+
+class JigsawLabels:
+    """A grid of jittered tiles, shuffled by a random member of the task's permutation set,
+    resized and normalised per tile (T×C×s×s) and the permutation's index."""
+
+    def __init__(self, task: JigsawTask):
+        self.grid, self.cell, self.tile, self.jitter = task.grid, task.cell, task.tile, task.jitter
+        self.size, self.normalize = task.input_size, task.normalize_tiles
+        self.origin, self.shifts = task.origin, task.origin_shifts
+        self.permutations = task.permutations.cpu()
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        n = self.grid * self.grid
+        oy, ox = sample_origin(self.origin, self.shifts)
+        dy, dx = torch.randint(0, self.jitter + 1, (2, n)).tolist()
+        corners = [(oy + (k // self.grid) * self.cell + dy[k], ox + (k % self.grid) * self.cell + dx[k])
+                   for k in range(n)]  # grid order, row-major
+        tiles = torch.stack([x[:, t:t + self.tile, s:s + self.tile] for t, s in corners])
+        target = int(torch.randint(len(self.permutations), ()))
+        tiles = tiles[self.permutations[target]]  # shuffled position j holds tile perm[j]
+        tiles = F.interpolate(tiles, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return (normalize_each(tiles) if self.normalize else tiles), target

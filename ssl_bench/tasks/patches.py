@@ -96,3 +96,11 @@ class SiameseHead(nn.Module):
         """(N·parts)×D features, image i's parts consecutive -> N×num_classes logits."""
         embeddings = self.embed(features)
         return self.classifier(embeddings.view(-1, self.parts * embeddings.shape[1]))
+
+
+def sample_origin(origin: int, shifts: int) -> tuple[int, int]:
+    """One sample's layout corner (row, column): `origin` + 0..shifts-1 px per axis."""
+    if shifts <= 1:
+        return origin, origin
+    oy, ox = (origin + torch.randint(0, shifts, (2,))).tolist()
+    return oy, ox

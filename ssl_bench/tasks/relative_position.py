@@ -24,6 +24,7 @@ and `origin_shifts=8` places the layout at a random 0..7 px offset per image (ji
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.errors import ConfigError
@@ -36,6 +37,7 @@ from ssl_bench.tasks.patches import (
     normalize_each,
     phase_variants,
     resize_patches,
+    sample_origin,
 )
 
 # (row, column) offset of neighbour k from the centre, k = 0..7, row-major around it
@@ -120,3 +122,38 @@ class RelativePositionTask(PretextTask):
             rows.append([(images[i], "image"), (pairs[i, 0], "centre"),
                          (pairs[i, 1], f"{ARROWS[t]} {OFFSETS[t]} (class {t})")])
         return rows
+
+    def per_sample_labels(self) -> RelativePositionLabels:
+        return RelativePositionLabels(self)
+
+
+# ---- the per-sample reference pipeline (`ssl-bench-perf` times it against make_batch)
+
+
+class RelativePositionLabels:
+    """The centre patch and one random neighbour of the 3×3 layout (2×C×s×s, colour-dropped
+    and normalised per patch) and the neighbour's index 0..7."""
+
+    def __init__(self, task: RelativePositionTask):
+        self.patch, self.stride, self.jitter = task.patch, task.patch + task.gap, task.jitter
+        self.origin, self.shifts, self.size = task.origin, task.origin_shifts, task.input_size
+        self.color_dropping, self.noise_scale = task.color_dropping, task.noise_scale
+        self.normalize = task.normalize_patches
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        target = int(torch.randint(len(OFFSETS), ()))
+        dr, dc = OFFSETS[target]
+        oy, ox = sample_origin(self.origin, self.shifts)
+        dy, dx = torch.randint(0, self.jitter + 1, (2, 2)).tolist()
+        corners = [(oy + r * self.stride + dy[j], ox + c * self.stride + dx[j])
+                   for j, (r, c) in enumerate(((1, 1), (1 + dr, 1 + dc)))]
+        patches = torch.stack([x[:, t:t + self.patch, s:s + self.patch] for t, s in corners])
+        if self.color_dropping:  # keep one channel per patch, the others become faint noise
+            keep = F.one_hot(torch.randint(0, x.shape[0], (2,)), x.shape[0]).bool()[:, :, None, None]
+            kept = (patches * keep).sum(1, keepdim=True)
+            noise = torch.randn(patches.shape) * kept.std(dim=(-2, -1), keepdim=True) * self.noise_scale
+            patches = torch.where(keep, patches, noise)
+        if self.normalize:
+            patches = normalize_each(patches)
+        patches = F.interpolate(patches, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return patches, target

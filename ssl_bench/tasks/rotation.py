@@ -48,3 +48,20 @@ class RotationTask(PretextTask):
         n = len(images)
         return [[(inputs[r * n + i], f"{self.angles[int(targets[r * n + i])]}°")
                  for r in range(len(self.angles))] for i in range(n)]
+
+    def per_sample_labels(self) -> RotationLabels:
+        return RotationLabels(self)
+
+
+# ---- the per-sample reference pipeline (`ssl-bench-perf` times it against make_batch)
+
+
+class RotationLabels:
+    """Every rotation of the sample (R×C×H×W) and their indices, as RotNet's loaders do."""
+
+    def __init__(self, task: RotationTask):
+        self.turns = [a // 90 for a in task.angles]
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rotated = torch.stack([torch.rot90(x, k, dims=(1, 2)) for k in self.turns])
+        return rotated, torch.arange(len(self.turns))
