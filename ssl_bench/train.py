@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,35 @@ def keep_logged_epochs(path: Path, last_epoch: int) -> None:
     atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
 
 
+@dataclass
+class _Loop:
+    """The state one pretraining's steps share: what they read, and the counters they move."""
+
+    backbone: ConvBackbone
+    task: PretextTask
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    mean: torch.Tensor
+    std: torch.Tensor
+    cfg: DictConfig
+    device: torch.device
+    precision: str
+    memory_format: torch.memory_format
+    aug_gen: torch.Generator
+    per_epoch: int
+    run_dir: Path
+    started: float  # perf_counter at the (re)start; `seconds_before` ran before it
+    seconds_before: float
+    is_main: bool
+    world: int
+    batches: Iterator[torch.Tensor] | None = None
+    bar: Any = None
+    step: int = 0
+    epoch: int = 0
+    loss: float = math.nan
+    metric: float = math.nan
+
+
 def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: DictConfig,
              run_dir: Path, device: torch.device, seed: int, channels_last: bool = True,
              progress: bool = True, precision: str = "fp32") -> PretrainResult:
@@ -152,105 +182,127 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
     """
     ctx = distributed.context()
     images = (data.train.images if task.needs_labels else data.unlabeled).to(device)
-    labels = data.train.labels.to(device) if task.needs_labels else None
-    mean, std = data.mean.to(device), data.std.to(device)
     per_epoch = steps_per_epoch(len(images), cfg.batch_size, cfg.steps_per_epoch)
     phases = task.phases(backbone)
     aug_gen = torch.Generator(device=device).manual_seed(derive(seed, "augment"))
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    checkpoint_path = run_dir / "checkpoint.pt"
-    state = load_checkpoint(checkpoint_path, backbone, task, device)
+    state = load_checkpoint(run_dir / "checkpoint.pt", backbone, task, device)
     done_epochs = state["epoch"] if state else 0
-    previous_seconds = state.get("seconds", 0.0) if state else 0.0
     if state:
-        log.info("resuming pretraining from %s after epoch %d", checkpoint_path, done_epochs)
+        log.info("resuming pretraining from %s after epoch %d", run_dir / "checkpoint.pt", done_epochs)
         set_rng_state(aug_gen, state["rng"])
         if ctx.is_main:
             keep_logged_epochs(run_dir / "metrics.jsonl", done_epochs)
-
-    start = time.perf_counter()
-    step, epoch, loss_value, metric_value = per_epoch * done_epochs, done_epochs, math.nan, math.nan
-    batches = index_batches(len(images), cfg.batch_size, seed, start_step=step)
-    bar = tqdm(total=per_epoch * cfg.epochs * len(phases), initial=step,
-               disable=not (progress and ctx.is_main),
-               desc=f"pretrain {type(task).__name__}", dynamic_ncols=True, leave=False)
+    loop = _Loop(backbone, task, images, data.train.labels.to(device) if task.needs_labels else None,
+                 data.mean.to(device), data.std.to(device), cfg, device, precision,
+                 torch.channels_last if channels_last else torch.contiguous_format, aug_gen,
+                 per_epoch, run_dir, time.perf_counter(), state.get("seconds", 0.0) if state else 0.0,
+                 ctx.is_main, ctx.world)
+    loop.step, loop.epoch = per_epoch * done_epochs, done_epochs
+    loop.batches = index_batches(len(images), cfg.batch_size, seed, start_step=loop.step)
+    loop.bar = tqdm(total=per_epoch * cfg.epochs * len(phases), initial=loop.step,
+                    disable=not (progress and ctx.is_main),
+                    desc=f"pretrain {type(task).__name__}", dynamic_ncols=True, leave=False)
     for phase_index, phase in enumerate(phases):
         phase_done = min(max(done_epochs - phase_index * cfg.epochs, 0), cfg.epochs)
-        if phase_done == cfg.epochs:
-            continue
-        params = enter_phase(backbone, task, phase)
-        optimizer = make_optimizer(params, **cfg.optimizer)
-        schedule = make_schedule(optimizer, total_steps=per_epoch * cfg.epochs,
-                                 warmup_steps=round(cfg.schedule.warmup_epochs * per_epoch),
-                                 **{k: v for k, v in cfg.schedule.items() if k != "warmup_epochs"})
-        if phase_done and state:
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-        with distributed.synced_batchnorm(backbone, task):
-            model = distributed.data_parallel(PretextStep(backbone, task), device)
-            for _ in range(phase_done, cfg.epochs):
-                epoch += 1
-                epoch_start = time.perf_counter()
-                loss_sum = torch.zeros((), device=device)
-                metric_sums: dict[str, float] = {}
-                for i in range(per_epoch):
-                    idx = next(batches).to(device)
-                    inputs, targets = pretext_batch(task, images, labels, idx, mean, std, cfg.augment,
-                                                    aug_gen)
-                    part = distributed.shard(inputs, targets, len(idx))
-                    with autocast(device, precision):
-                        loss, outputs = model(to_memory_format(part.inputs, memory_format),
-                                              part.targets, part.scale)
-                    sgd_step(loss, optimizer, schedule, lambda value, step=step, epoch=epoch: (
-                        f"pretraining loss became {value} at step {step + 1} (epoch {epoch}); "
-                        f"lower train.optimizer.lr (now {cfg.optimizer.lr}) and run again"))
-                    step += 1
-                    loss_sum += loss.detach()
-                    for name, value in task.metrics(outputs, part.targets).items():
-                        metric_sums[name] = metric_sums.get(name, 0.0) + value
-                    bar.update(1)
-                    if step % 10 == 0:
-                        bar.set_postfix(phase=phase.name, loss=f"{loss.item():.3f}", **{
-                            task.metric_name: f"{metric_sums[task.metric_name] / (i + 1):.3f}"})
-                # the global batch's mean loss: the mean over processes of their scaled losses
-                names = sorted(metric_sums)
-                totals = distributed.mean_over_ranks(torch.stack(
-                    [loss_sum.float().cpu(), *(torch.tensor(metric_sums[k]) for k in names)]))
-                loss_value = totals[0].item() / per_epoch
-                train_metrics = {f"train_{k}": totals[j + 1].item() / per_epoch
-                                 for j, k in enumerate(names)}
-                metric_value = train_metrics[f"train_{task.metric_name}"]
-                seconds = time.perf_counter() - epoch_start
-                log.info("epoch %d (%s) loss %.4f %s %.3f", epoch, phase.name, loss_value,
-                         task.metric_name, metric_value)
-                if not ctx.is_main:
-                    continue
-                append_jsonl(run_dir / "metrics.jsonl", {
-                    "epoch": epoch, "phase": phase.name, "step": step, "loss": loss_value,
-                    **train_metrics, "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
-                    "images_per_second": per_epoch * cfg.batch_size / seconds,
-                    "processes": ctx.world})
-                atomic_torch_save(checkpoint_path, {
-                    "backbone": backbone.state_dict(), "task": task.state_dict(),
-                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "phase": phase.name, "epoch": epoch, "step": step, "rng": rng_state(aug_gen),
-                    "seconds": previous_seconds + time.perf_counter() - start})
-    bar.close()
-    seconds = previous_seconds + time.perf_counter() - start
-    if math.isnan(metric_value) and state:  # every epoch was already done before the restart
-        last = _last_epoch_record(run_dir / "metrics.jsonl")
-        loss_value = last.get("loss", math.nan)
-        metric_value = last.get(f"train_{task.metric_name}", math.nan)
-    held_out = pretext_metrics(backbone, task, data, cfg.pretext_eval_images, device, seed,
-                               memory_format)  # every rank holds the same weights: same numbers
+        if phase_done < cfg.epochs:
+            _train_phase(loop, phase, phase_done, state)
+    loop.bar.close()
+    return _finish(loop, data, seed, state is not None)
+
+
+def _train_phase(loop: _Loop, phase: Phase, epochs_done: int, state: dict[str, Any] | None) -> None:
+    """The remaining epochs of one phase: its own optimiser and schedule (restored from the
+    checkpoint when the phase was under way), a checkpoint after every epoch."""
+    cfg = loop.cfg
+    params = enter_phase(loop.backbone, loop.task, phase)
+    optimizer = make_optimizer(params, **cfg.optimizer)
+    schedule = make_schedule(optimizer, total_steps=loop.per_epoch * cfg.epochs,
+                             warmup_steps=round(cfg.schedule.warmup_epochs * loop.per_epoch),
+                             **{k: v for k, v in cfg.schedule.items() if k != "warmup_epochs"})
+    if epochs_done and state:
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+    with distributed.synced_batchnorm(loop.backbone, loop.task):
+        model = distributed.data_parallel(PretextStep(loop.backbone, loop.task), loop.device)
+        for _ in range(epochs_done, cfg.epochs):
+            loop.epoch += 1
+            epoch_start = time.perf_counter()
+            train_metrics = _run_epoch(loop, model, optimizer, schedule, phase)
+            seconds = time.perf_counter() - epoch_start
+            log.info("epoch %d (%s) loss %.4f %s %.3f", loop.epoch, phase.name, loop.loss,
+                     loop.task.metric_name, loop.metric)
+            if loop.is_main:
+                _save_epoch(loop, phase, optimizer, schedule, train_metrics, seconds)
+
+
+def _run_epoch(loop: _Loop, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               schedule: torch.optim.lr_scheduler.LRScheduler, phase: Phase) -> dict[str, float]:
+    """One pass: `per_epoch` steps; sets the epoch's mean loss and metric, returns the metrics."""
+    cfg, task = loop.cfg, loop.task
+    loss_sum = torch.zeros((), device=loop.device)
+    metric_sums: dict[str, float] = {}
+    for i in range(loop.per_epoch):
+        idx = next(loop.batches).to(loop.device)
+        inputs, targets = pretext_batch(task, loop.images, loop.labels, idx, loop.mean, loop.std,
+                                        cfg.augment, loop.aug_gen)
+        part = distributed.shard(inputs, targets, len(idx))
+        with autocast(loop.device, loop.precision):
+            loss, outputs = model(to_memory_format(part.inputs, loop.memory_format), part.targets,
+                                  part.scale)
+        sgd_step(loss, optimizer, schedule, lambda value, step=loop.step, epoch=loop.epoch: (
+            f"pretraining loss became {value} at step {step + 1} (epoch {epoch}); "
+            f"lower train.optimizer.lr (now {cfg.optimizer.lr}) and run again"))
+        loop.step += 1
+        loss_sum += loss.detach()
+        for name, value in task.metrics(outputs, part.targets).items():
+            metric_sums[name] = metric_sums.get(name, 0.0) + value
+        loop.bar.update(1)
+        if loop.step % 10 == 0:
+            loop.bar.set_postfix(phase=phase.name, loss=f"{loss.item():.3f}", **{
+                task.metric_name: f"{metric_sums[task.metric_name] / (i + 1):.3f}"})
+    # the global batch's mean loss: the mean over processes of their scaled losses
+    names = sorted(metric_sums)
+    totals = distributed.mean_over_ranks(torch.stack(
+        [loss_sum.float().cpu(), *(torch.tensor(metric_sums[k]) for k in names)]))
+    loop.loss = totals[0].item() / loop.per_epoch
+    train_metrics = {f"train_{k}": totals[j + 1].item() / loop.per_epoch for j, k in enumerate(names)}
+    loop.metric = train_metrics[f"train_{task.metric_name}"]
+    return train_metrics
+
+
+def _save_epoch(loop: _Loop, phase: Phase, optimizer: torch.optim.Optimizer,
+                schedule: torch.optim.lr_scheduler.LRScheduler, train_metrics: dict[str, float],
+                seconds: float) -> None:
+    """The epoch's metrics line, then its checkpoint (so a kill between them is harmless)."""
+    append_jsonl(loop.run_dir / "metrics.jsonl", {
+        "epoch": loop.epoch, "phase": phase.name, "step": loop.step, "loss": loop.loss,
+        **train_metrics, "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+        "images_per_second": loop.per_epoch * loop.cfg.batch_size / seconds, "processes": loop.world})
+    atomic_torch_save(loop.run_dir / "checkpoint.pt", {
+        "backbone": loop.backbone.state_dict(), "task": loop.task.state_dict(),
+        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+        "phase": phase.name, "epoch": loop.epoch, "step": loop.step, "rng": rng_state(loop.aug_gen),
+        "seconds": loop.seconds_before + time.perf_counter() - loop.started})
+
+
+def _finish(loop: _Loop, data: DataSplits, seed: int, resumed: bool) -> PretrainResult:
+    """Held-out pretext metrics, the task's end-of-pretraining artefacts, and the result."""
+    seconds = loop.seconds_before + time.perf_counter() - loop.started
+    if math.isnan(loop.metric) and resumed:  # every epoch was already done before the restart
+        last = _last_epoch_record(loop.run_dir / "metrics.jsonl")
+        loop.loss = last.get("loss", math.nan)
+        loop.metric = last.get(f"train_{loop.task.metric_name}", math.nan)
+    backbone, task = loop.backbone, loop.task
+    held_out = pretext_metrics(backbone, task, data, loop.cfg.pretext_eval_images, loop.device, seed,
+                               loop.memory_format)  # every rank holds the same weights: same numbers
     log.info("held-out pretext metrics: %s", ", ".join(f"{k} {v:.2f}" for k, v in held_out.items()))
-    if ctx.is_main:
-        append_jsonl(run_dir / "metrics.jsonl",
+    if loop.is_main:
+        append_jsonl(loop.run_dir / "metrics.jsonl",
                      {"held_out": True, **{f"test_{k}": v for k, v in held_out.items()}})
-        sample = to_float(data.test.images[heldout_indices(data, 8)].to(device), mean, std)
-        task.on_pretrain_end(backbone, sample, run_dir)
+        sample = to_float(data.test.images[heldout_indices(data, 8)].to(loop.device), loop.mean, loop.std)
+        task.on_pretrain_end(backbone, sample, loop.run_dir)
     backbone.train()
-    result = PretrainResult(epoch, step, seconds, loss_value, metric_value,
+    result = PretrainResult(loop.epoch, loop.step, seconds, loop.loss, loop.metric,
                             held_out[task.metric_name], task.metric_name)
     log.info("pretraining done: %s", asdict(result))
     return result
