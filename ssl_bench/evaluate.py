@@ -187,27 +187,10 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
         subset = balanced_subset(data.train.labels, k, seed)
         labels = data.train.labels[subset].to(device)
         if cached is not None:
-            rows = position[subset].to(device)
-            if torch.equal(rows, torch.arange(len(largest), device=device)):
-                straight, mirrored = cached  # the largest K: no second copy of the cache
-            else:
-                straight, mirrored = cached[0][rows], cached[1][rows]
-
-            def batch_features(idx: torch.Tensor, gen: torch.Generator,
-                               straight=straight, mirrored=mirrored) -> torch.Tensor:
-                flip = torch.rand(len(idx), generator=gen, device=device) < 0.5
-                return torch.where(flip[:, None, None, None], mirrored[idx], straight[idx])
+            batch_features = _cached_batches(cached, position[subset].to(device), len(largest))
         else:
-            images = data.train.images[subset].to(device)
-
-            def batch_features(idx: torch.Tensor, gen: torch.Generator,
-                               images=images) -> torch.Tensor:
-                with torch.no_grad():
-                    x = augment(to_float(images[idx], mean, std), cfg.augment.crop_padding,
-                                cfg.augment.flip, gen)
-                    with autocast(device, precision):  # the frozen stages: most of a step's cost
-                        return frozen(x.contiguous(memory_format=memory_format))
-
+            batch_features = _recomputed_batches(frozen, data.train.images[subset].to(device), mean, std,
+                                                 cfg.augment, device, precision, memory_format)
         model = make_classifier(backbone, data.num_classes, cfg.reinit_conv3,
                                 derive(seed, "eval_init", k)).to(device, memory_format=memory_format)
         steps = budget_steps(cfg, len(subset))
@@ -227,6 +210,34 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
         if on_result:
             on_result(results[-1])
     return results
+
+
+def _cached_batches(cached: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor,
+                    largest: int) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """Training batches from the conv2 cache: each image straight or mirrored at random."""
+    if torch.equal(rows, torch.arange(largest, device=rows.device)):
+        straight, mirrored = cached  # the largest K: no second copy of the cache
+    else:
+        straight, mirrored = cached[0][rows], cached[1][rows]
+
+    def batch_features(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        flip = torch.rand(len(idx), generator=gen, device=straight.device) < 0.5
+        return torch.where(flip[:, None, None, None], mirrored[idx], straight[idx])
+    return batch_features
+
+
+def _recomputed_batches(frozen: nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                        augment_cfg: DictConfig, device: torch.device, precision: str,
+                        memory_format: torch.memory_format,
+                        ) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """Training batches through the frozen stages: the images (only the subset's) augmented
+    like every method's, then conv1-conv2."""
+    def batch_features(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        with torch.no_grad():
+            x = augment(to_float(images[idx], mean, std), augment_cfg.crop_padding, augment_cfg.flip, gen)
+            with autocast(device, precision):  # the frozen stages: most of a step's cost
+                return frozen(x.contiguous(memory_format=memory_format))
+    return batch_features
 
 
 def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSplits,

@@ -15,7 +15,8 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -218,19 +219,58 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     # everything not drawn from an explicit generator (e.g. head initialisation) follows the
     # pretraining's seed, then (below) the run's seed for the evaluation
     torch.manual_seed(pretrain_seed)
-    eval_data_cfg = eval_data_config(cfg)
     run_id = make_run_id(cfg, ctx)
+    meta = _write_run_files(cfg, run_dir, ctx, device, run_id, started_at)
     leaderboard = Path(cfg.leaderboard.path)
+    done, done_keys, todo = _rows_to_compute(cfg, ctx, leaderboard, run_id)
+    if not todo:
+        return done.to_dict("records")
+
+    data, eval_data = _load_data(cfg)
+    backbone = build_backbone(cfg.backbone, pretrain_seed).to(device)
+    if cfg.channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    pretext, reused, pretrain_folder = None, False, None
+    if cfg.task.pretrain:
+        pretext, reused, pretrain_folder = pretrained(cfg, backbone, data, device, ctx)
+    torch.manual_seed(seed)
+    rows = RowWriter(cfg, run_id, run_dir, leaderboard, pretext, reused, pretrain_folder,
+                     meta["git_sha"], started_at, ctx.is_main)
+    _evaluate(cfg, backbone, eval_data, device, [k for p, k in todo if p == cfg.eval.protocol],
+              done_keys, rows.record)
+
+    distributed.barrier()  # rank 0's rows are in before anyone reads them
+    finished = finished_rows(leaderboard, run_id).to_dict("records")
+    if not ctx.is_main:
+        return finished
+    meta.update(finished_at=now_iso(), total_seconds=time.perf_counter() - t0,
+                pretrain_seconds=pretext.seconds if pretext and not reused else 0.0,
+                pretrain_reused=reused, rows=len(finished))
+    atomic_write_json(run_dir / "results.json", {"meta": meta, "pretrain": asdict(pretext)
+                                                 if pretext else None, "results": finished})
+    atomic_write_json(run_dir / "meta.json", meta)
+    log.info("run %s: %d rows in %s", run_id, len(finished), leaderboard)
+    return finished
+
+
+def _write_run_files(cfg: DictConfig, run_dir: Path, ctx: distributed.Context, device: torch.device,
+                     run_id: str, started_at: str) -> dict:
+    """The run folder's resolved config and metadata (git sha, seed, machine), before any work."""
     sha = git_sha()
-    meta = {"run_id": run_id, "git_sha": sha, "seed": seed, "device": str(device),
+    meta = {"run_id": run_id, "git_sha": sha, "seed": int(cfg.seed), "device": str(device),
             "processes": ctx.world, "torch": torch.__version__, "python": platform.python_version(),
             "host": platform.node(), "started_at": started_at}
     if ctx.is_main:
         atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
         atomic_write_json(run_dir / "meta.json", meta)
-    log.info("run %s  git %s  device %s  seed %d\n%s", run_id, sha, device, seed,
+    log.info("run %s  git %s  device %s  seed %d\n%s", run_id, sha, device, int(cfg.seed),
              OmegaConf.to_yaml(cfg, resolve=True))
+    return meta
 
+
+def _rows_to_compute(cfg: DictConfig, ctx: distributed.Context, leaderboard: Path,
+                     run_id: str) -> tuple[pd.DataFrame, set, list[tuple[str, int]]]:
+    """(rows already in the leaderboard, their (protocol, K) keys, the keys still to compute)."""
     wanted = wanted_rows(cfg)
     done = finished_rows(leaderboard, run_id)
     if done.empty and ctx.is_main:
@@ -246,11 +286,16 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
         log.info("run %s: all %d rows are already in %s; nothing to do", run_id, len(wanted), leaderboard)
         if ctx.is_main:
             print(f"ssl-bench: {run_id} already finished ({len(wanted)} rows in {leaderboard}); skipped")
-        return done.to_dict("records")
-    if done_keys:
+    elif done_keys:
         log.info("run %s: %d of %d rows already in the leaderboard; computing the other %d",
                  run_id, len(wanted) - len(todo), len(wanted), len(todo))
+    return done, done_keys, todo
 
+
+def _load_data(cfg: DictConfig) -> tuple[DataSplits, DataSplits]:
+    """The pretraining and the evaluation data, with every K checked against the smallest
+    class before any pretraining (a bad K costs seconds, not a pretraining)."""
+    eval_data_cfg = eval_data_config(cfg)
     with distributed.main_first():  # rank 0 decodes and caches image folders, the others read
         data = load_data(cfg.data)
         eval_data = data if eval_data_cfg is cfg.data else load_data(eval_data_cfg)
@@ -263,43 +308,16 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     smallest = int(eval_data.train.class_counts().min())
     for key in ("labels_per_class", "probes.labels_per_class"):
         bad = [k for k in OmegaConf.select(cfg.eval, key) if not 0 < int(k) <= smallest]
-        if bad:  # checked before pretraining, so a bad K costs seconds, not a pretraining
+        if bad:
             raise UserError(f"eval.{key} has {bad}, but each value must be in 1..{smallest} "
                             f"(the smallest class of {eval_data_cfg.name}'s train split)")
+    return data, eval_data
 
-    backbone = build_backbone(cfg.backbone, pretrain_seed).to(device)
-    if cfg.channels_last:
-        backbone = backbone.to(memory_format=torch.channels_last)
-    pretext, reused, pretrain_folder = None, False, None
-    if cfg.task.pretrain:
-        pretext, reused, pretrain_folder = pretrained(cfg, backbone, data, device, ctx)
-    torch.manual_seed(seed)
 
-    def row(result: dict) -> dict:
-        return {
-            "run_id": run_id, "task": cfg.task.name, "dataset": eval_data_cfg.name,
-            "pretrain_dataset": cfg.data.name, "backbone": cfg.backbone.name,
-            "protocol": result.get("protocol", cfg.eval.protocol),
-            "labels_per_class": result["labels_per_class"], "seed": seed,
-            "test_acc": result["test_acc"],
-            "pretext_metric": pretext.pretext_metric if pretext else None,
-            "pretext_metric_name": pretext.metric_name if pretext else None,
-            "pretrain_seconds": pretext.seconds if pretext else 0.0, "pretrain_reused": reused,
-            "pretrain_id": pretrain_folder.name if pretrain_folder else None,
-            "eval_seconds": result["eval_seconds"], "eval_steps": result["eval_steps"],
-            "eval_samples": result.get("eval_samples"), "eval_augment": result.get("eval_augment"),
-            "eval_budget_scale": result.get("eval_budget_scale"), "results_version": RESULTS_VERSION,
-            "pretrain_seed": int(cfg.train.seed) if cfg.task.pretrain else None,
-            "pretrain_epochs": pretext.epochs if pretext else 0, "precision": cfg.precision,
-            "profile": cfg.profile_name, "git_sha": sha, "started_at": started_at,
-            "finished_at": now_iso(), "run_dir": str(run_dir),
-        }
-
-    def record(result: dict) -> None:  # each row lands as soon as it exists (rank 0 writes)
-        if ctx.is_main:
-            append_rows(leaderboard, [row(result)])
-
-    main_ks = [k for p, k in todo if p == cfg.eval.protocol]
+def _evaluate(cfg: DictConfig, backbone: ConvBackbone, eval_data: DataSplits, device: torch.device,
+              main_ks: list[int], done_keys: set, record: Callable[[dict], None]) -> None:
+    """The protocol (frozen or from scratch) at the K values still to compute, then the probes."""
+    seed = int(cfg.seed)
     if cfg.task.evaluation == "scratch":
         evaluate_scratch(lambda s: build_backbone(cfg.backbone, s), eval_data, cfg.eval, seed,
                          device, cfg.channels_last, cfg.progress, ks=main_ks, on_result=record,
@@ -317,15 +335,44 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     else:
         raise UserError(f"task.evaluation must be 'frozen' or 'scratch', got {cfg.task.evaluation!r}")
 
-    distributed.barrier()  # rank 0's rows are in before anyone reads them
-    rows = finished_rows(leaderboard, run_id).to_dict("records")
-    if not ctx.is_main:
-        return rows
-    meta.update(finished_at=now_iso(), total_seconds=time.perf_counter() - t0,
-                pretrain_seconds=pretext.seconds if pretext and not reused else 0.0,
-                pretrain_reused=reused, rows=len(rows))
-    atomic_write_json(run_dir / "results.json", {"meta": meta, "pretrain": asdict(pretext)
-                                                 if pretext else None, "results": rows})
-    atomic_write_json(run_dir / "meta.json", meta)
-    log.info("run %s: %d rows in %s", run_id, len(rows), leaderboard)
-    return rows
+
+@dataclass
+class RowWriter:
+    """Turns each evaluation result into a leaderboard row and appends it at once (rank 0),
+    so an interrupted run keeps every row it finished."""
+
+    cfg: DictConfig
+    run_id: str
+    run_dir: Path
+    leaderboard: Path
+    pretext: PretrainResult | None
+    reused: bool
+    pretrain_folder: Path | None
+    sha: str
+    started_at: str
+    writer: bool
+
+    def row(self, result: dict) -> dict:
+        cfg, pretext = self.cfg, self.pretext
+        return {
+            "run_id": self.run_id, "task": cfg.task.name, "dataset": eval_data_config(cfg).name,
+            "pretrain_dataset": cfg.data.name, "backbone": cfg.backbone.name,
+            "protocol": result.get("protocol", cfg.eval.protocol),
+            "labels_per_class": result["labels_per_class"], "seed": int(cfg.seed),
+            "test_acc": result["test_acc"],
+            "pretext_metric": pretext.pretext_metric if pretext else None,
+            "pretext_metric_name": pretext.metric_name if pretext else None,
+            "pretrain_seconds": pretext.seconds if pretext else 0.0, "pretrain_reused": self.reused,
+            "pretrain_id": self.pretrain_folder.name if self.pretrain_folder else None,
+            "eval_seconds": result["eval_seconds"], "eval_steps": result["eval_steps"],
+            "eval_samples": result.get("eval_samples"), "eval_augment": result.get("eval_augment"),
+            "eval_budget_scale": result.get("eval_budget_scale"), "results_version": RESULTS_VERSION,
+            "pretrain_seed": int(cfg.train.seed) if cfg.task.pretrain else None,
+            "pretrain_epochs": pretext.epochs if pretext else 0, "precision": cfg.precision,
+            "profile": cfg.profile_name, "git_sha": self.sha, "started_at": self.started_at,
+            "finished_at": now_iso(), "run_dir": str(self.run_dir),
+        }
+
+    def record(self, result: dict) -> None:
+        if self.writer:
+            append_rows(self.leaderboard, [self.row(result)])

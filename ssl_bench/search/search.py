@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,32 @@ def alpha_record(net: SearchNetwork) -> dict[str, Any]:
             "genotype": net.genotype().to_dict()}
 
 
+@dataclass
+class _SearchLoop:
+    """What one search's steps share: the models, optimisers, batch sources and counters."""
+
+    net: SearchNetwork
+    task: PretextTask
+    model: SearchModel
+    architect: Architect
+    w_opt: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    weights: list[torch.nn.Parameter]
+    gen: torch.Generator
+    make: Callable[[torch.Tensor, torch.Tensor], Batch]
+    per_epoch: int
+    cfg: DictConfig  # the `search` node
+    device: torch.device
+    precision: str
+    log_path: Path
+    started: float = 0.0
+    seconds_before: float = 0.0
+    step: int = 0
+    loss: float = math.nan
+    alpha_loss: float = math.nan
+    metric: float = math.nan
+
+
 def run_search(net: SearchNetwork, task: PretextTask, data: DataSplits, cfg: DictConfig,
                folder: Path, device: torch.device, seed: int, channels_last: bool = True,
                progress: bool = True, precision: str = "fp32") -> SearchResult:
@@ -134,116 +161,143 @@ def run_search(net: SearchNetwork, task: PretextTask, data: DataSplits, cfg: Dic
     folder.mkdir(parents=True, exist_ok=True)
     net.to(device)
     task.to(device)
-    model = SearchModel(net, task)
     images = (data.train.images if task.needs_labels else data.unlabeled).to(device)
     labels = data.train.labels.to(device) if task.needs_labels else None
     mean, std = data.mean.to(device), data.std.to(device)
     weight_half, alpha_half = (h.to(device) for h in split_halves(len(images), seed))
     per_epoch = steps_per_epoch(len(weight_half), s.batch_size, s.steps_per_epoch)
-    total = per_epoch * s.epochs
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
         net.to(memory_format=memory_format)
+    loop = _search_loop(net, task, s, device, precision, per_epoch, seed, folder)
 
+    def make(batch_idx: torch.Tensor, half: torch.Tensor) -> Batch:
+        inputs, targets = pretext_batch(task, images, labels, half[batch_idx.to(device)], mean, std,
+                                        cfg.train.augment, loop.gen)
+        return Batch(to_memory_format(inputs, memory_format), targets)
+
+    loop.make = make
+    done = _resume_search(loop, folder / "checkpoint.pt")
+    loop.started, loop.step = time.perf_counter(), per_epoch * done
+    w_batches = index_batches(len(weight_half), s.batch_size, seed, start_step=loop.step)
+    a_batches = index_batches(len(alpha_half), s.batch_size, derive(seed, "search_alpha_order"),
+                              start_step=loop.step)
+    bar = tqdm(total=per_epoch * s.epochs, initial=loop.step, disable=not progress,
+               desc=f"search {cfg.task.name}", dynamic_ncols=True, leave=False)
+    loop.model.train()
+    for epoch in range(done + 1, s.epochs + 1):
+        _search_epoch(loop, epoch, lambda: (make(next(w_batches), weight_half),
+                                            make(next(a_batches), alpha_half)), bar)
+        _save_search_epoch(loop, epoch, folder / "checkpoint.pt")
+    bar.close()
+    return _finish_search(loop, data, cfg, folder, seed, memory_format)
+
+
+def _search_loop(net: SearchNetwork, task: PretextTask, s: DictConfig, device: torch.device,
+                 precision: str, per_epoch: int, seed: int, folder: Path) -> _SearchLoop:
+    """The weights' SGD (cosine to `lr_min`), the α optimiser and the augmentation stream."""
+    model = SearchModel(net, task)
     arch_ids = {id(p) for p in net.arch_parameters()}
     weights = [p for p in model.parameters() if id(p) not in arch_ids]
     w_cfg = s.weights
     w_opt = torch.optim.SGD(weights, lr=w_cfg.lr, momentum=w_cfg.momentum,
                             nesterov=w_cfg.nesterov, weight_decay=w_cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(total, 1), eta_min=w_cfg.lr_min)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(per_epoch * s.epochs, 1),
+                                                          eta_min=w_cfg.lr_min)
     architect = Architect(model, w_opt, lr=s.arch.lr, betas=tuple(s.arch.betas),
                           weight_decay=s.arch.weight_decay, xi=s.xi, fd_radius=s.fd_radius,
                           precision=precision)
     gen = torch.Generator(device=device).manual_seed(derive(seed, "augment"))
-    aug = cfg.train.augment
+    return _SearchLoop(net, task, model, architect, w_opt, schedule, weights, gen, None,  # type: ignore[arg-type]
+                       per_epoch, s, device, precision, folder / "alpha.jsonl")
 
-    log_path, ckpt_path = folder / "alpha.jsonl", folder / "checkpoint.pt"
-    done, previous_seconds = 0, 0.0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        net.load_state_dict(state["net"])
-        task.load_state_dict(state["task"])
-        w_opt.load_state_dict(state["w_opt"])
-        schedule.load_state_dict(state["schedule"])
-        architect.optimizer.load_state_dict(state["arch_opt"])
-        set_rng_state(gen, state["rng"])
-        done, previous_seconds = state["epoch"], state["seconds"]
-        keep_logged_epochs(log_path, done)
-        log.info("resuming the search in %s after epoch %d", folder, done)
-    else:
-        log_path.unlink(missing_ok=True)
-        append_jsonl(log_path, {"epoch": 0, "step": 0, **alpha_record(net)})  # the starting point
 
-    def make(batch_idx: torch.Tensor, half: torch.Tensor) -> Batch:
-        inputs, targets = pretext_batch(task, images, labels, half[batch_idx.to(device)], mean, std,
-                                        aug, gen)
-        return Batch(to_memory_format(inputs, memory_format), targets)
+def _resume_search(loop: _SearchLoop, ckpt_path: Path) -> int:
+    """Epochs already done: the checkpoint's state restored (0, and a fresh log, without one)."""
+    if not ckpt_path.exists():
+        loop.log_path.unlink(missing_ok=True)
+        append_jsonl(loop.log_path, {"epoch": 0, "step": 0, **alpha_record(loop.net)})  # the start
+        return 0
+    state = torch.load(ckpt_path, map_location=loop.device, weights_only=False)
+    loop.net.load_state_dict(state["net"])
+    loop.task.load_state_dict(state["task"])
+    loop.w_opt.load_state_dict(state["w_opt"])
+    loop.schedule.load_state_dict(state["schedule"])
+    loop.architect.optimizer.load_state_dict(state["arch_opt"])
+    set_rng_state(loop.gen, state["rng"])
+    loop.seconds_before = state["seconds"]
+    keep_logged_epochs(loop.log_path, state["epoch"])
+    log.info("resuming the search in %s after epoch %d", ckpt_path.parent, state["epoch"])
+    return int(state["epoch"])
 
-    start = time.perf_counter()
-    step = per_epoch * done
-    w_batches = index_batches(len(weight_half), s.batch_size, seed, start_step=step)
-    a_batches = index_batches(len(alpha_half), s.batch_size, derive(seed, "search_alpha_order"),
-                              start_step=step)
-    bar = tqdm(total=total, initial=step, disable=not progress, desc=f"search {cfg.task.name}",
-               dynamic_ncols=True, leave=False)
-    loss_value = alpha_loss_value = metric_value = math.nan
-    model.train()
-    for epoch in range(done + 1, s.epochs + 1):
-        epoch_start = time.perf_counter()
-        loss_sum, alpha_sum, alpha_steps, metric_sums = 0.0, 0.0, 0, {}
-        for i in range(per_epoch):
-            train, val = make(next(w_batches), weight_half), make(next(a_batches), alpha_half)
-            if epoch > s.warmup_epochs:  # α moves only once the weights have had a start
-                alpha_sum += architect.step(train, val)
-                alpha_steps += 1
-            with autocast(device, precision):
-                outputs = model(train.inputs)
-                loss = task.loss(outputs, train.targets)
-            sgd_step(loss, w_opt, schedule, lambda value, step=step: (
-                f"search loss became {value} at step {step + 1}; lower search.weights.lr "
-                f"(now {w_cfg.lr}) or search.arch.lr and run again"), clip=(weights, w_cfg.grad_clip))
-            architect.optimizer.zero_grad(set_to_none=True)  # α's share of this backward
-            step += 1
-            loss_sum += loss.item()
-            for name, value in task.metrics(outputs, train.targets).items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + value
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / (i + 1):.3f}",
-                            alpha_loss=f"{alpha_sum / max(alpha_steps, 1):.3f}")
-        seconds = time.perf_counter() - epoch_start
-        loss_value = loss_sum / per_epoch
-        alpha_loss_value = alpha_sum / alpha_steps if alpha_steps else math.nan
-        train_metrics = {f"train_{k}": v / per_epoch for k, v in metric_sums.items()}
-        metric_value = train_metrics.get(f"train_{task.metric_name}", math.nan)
-        append_jsonl(log_path, {"epoch": epoch, "step": step, "loss": loss_value,
-                                "alpha_loss": None if math.isnan(alpha_loss_value) else alpha_loss_value,
-                                **train_metrics, "lr": w_opt.param_groups[0]["lr"],
-                                "epoch_seconds": seconds, **alpha_record(net)})
-        atomic_torch_save(ckpt_path, {
-            "net": net.state_dict(), "task": task.state_dict(), "w_opt": w_opt.state_dict(),
-            "schedule": schedule.state_dict(), "arch_opt": architect.optimizer.state_dict(),
-            "epoch": epoch, "step": step, "rng": rng_state(gen),
-            "seconds": previous_seconds + time.perf_counter() - start})
-        log.info("search epoch %d: loss %.4f, α-half loss %.4f, %s %.3f (%.0fs)\n%s", epoch, loss_value,
-                 alpha_loss_value, task.metric_name, metric_value, seconds, net.genotype().describe())
-    bar.close()
-    seconds = previous_seconds + time.perf_counter() - start
-    records = read_log(log_path)
-    if math.isnan(loss_value) and len(records) > 1:  # every epoch was done before a restart
+
+def _search_epoch(loop: _SearchLoop, epoch: int, next_batches: Callable[[], tuple[Batch, Batch]],
+                  bar: Any) -> None:
+    """One pass: an α step on the α half (after the warm-up epochs), then a weight step on
+    the weight half, at every step; sets the epoch's mean losses and metric."""
+    s, task = loop.cfg, loop.task
+    epoch_start = time.perf_counter()
+    loss_sum, alpha_sum, alpha_steps, metric_sums = 0.0, 0.0, 0, {}
+    for i in range(loop.per_epoch):
+        train, val = next_batches()
+        if epoch > s.warmup_epochs:  # α moves only once the weights have had a start
+            alpha_sum += loop.architect.step(train, val)
+            alpha_steps += 1
+        with autocast(loop.device, loop.precision):
+            outputs = loop.model(train.inputs)
+            loss = task.loss(outputs, train.targets)
+        sgd_step(loss, loop.w_opt, loop.schedule, lambda value, step=loop.step: (
+            f"search loss became {value} at step {step + 1}; lower search.weights.lr "
+            f"(now {s.weights.lr}) or search.arch.lr and run again"),
+            clip=(loop.weights, s.weights.grad_clip))
+        loop.architect.optimizer.zero_grad(set_to_none=True)  # α's share of this backward
+        loop.step += 1
+        loss_sum += loss.item()
+        for name, value in task.metrics(outputs, train.targets).items():
+            metric_sums[name] = metric_sums.get(name, 0.0) + value
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / (i + 1):.3f}", alpha_loss=f"{alpha_sum / max(alpha_steps, 1):.3f}")
+    loop.loss = loss_sum / loop.per_epoch
+    loop.alpha_loss = alpha_sum / alpha_steps if alpha_steps else math.nan
+    train_metrics = {f"train_{k}": v / loop.per_epoch for k, v in metric_sums.items()}
+    loop.metric = train_metrics.get(f"train_{task.metric_name}", math.nan)
+    seconds = time.perf_counter() - epoch_start
+    append_jsonl(loop.log_path, {"epoch": epoch, "step": loop.step, "loss": loop.loss,
+                                 "alpha_loss": None if math.isnan(loop.alpha_loss) else loop.alpha_loss,
+                                 **train_metrics, "lr": loop.w_opt.param_groups[0]["lr"],
+                                 "epoch_seconds": seconds, **alpha_record(loop.net)})
+    log.info("search epoch %d: loss %.4f, α-half loss %.4f, %s %.3f (%.0fs)\n%s", epoch, loop.loss,
+             loop.alpha_loss, task.metric_name, loop.metric, seconds, loop.net.genotype().describe())
+
+
+def _save_search_epoch(loop: _SearchLoop, epoch: int, ckpt_path: Path) -> None:
+    atomic_torch_save(ckpt_path, {
+        "net": loop.net.state_dict(), "task": loop.task.state_dict(), "w_opt": loop.w_opt.state_dict(),
+        "schedule": loop.schedule.state_dict(), "arch_opt": loop.architect.optimizer.state_dict(),
+        "epoch": epoch, "step": loop.step, "rng": rng_state(loop.gen),
+        "seconds": loop.seconds_before + time.perf_counter() - loop.started})
+
+
+def _finish_search(loop: _SearchLoop, data: DataSplits, cfg: DictConfig, folder: Path, seed: int,
+                   memory_format: torch.memory_format) -> SearchResult:
+    """The derived genotype (file and α plot), the held-out pretext metric, and the result."""
+    s, net, task = loop.cfg, loop.net, loop.task
+    seconds = loop.seconds_before + time.perf_counter() - loop.started
+    records = read_log(loop.log_path)
+    if math.isnan(loop.loss) and len(records) > 1:  # every epoch was done before a restart
         last = records[-1]
-        loss_value, alpha_loss_value = last["loss"], last["alpha_loss"] or math.nan
-        metric_value = last.get(f"train_{task.metric_name}", math.nan)
-
+        loop.loss, loop.alpha_loss = last["loss"], last["alpha_loss"] or math.nan
+        loop.metric = last.get(f"train_{task.metric_name}", math.nan)
     genotype: Genotype = net.genotype()
-    held_out = pretext_metrics(net, task, data, cfg.train.pretext_eval_images, device, seed,
+    held_out = pretext_metrics(net, task, data, cfg.train.pretext_eval_images, loop.device, seed,
                                memory_format)
     path = save_genotype(genotype, folder, {
         "task": cfg.task.name, "data": cfg.data.name, "seed": seed, "search_dir": str(folder),
-        "epochs": s.epochs, "steps": step, "xi": float(s.xi), "git_sha": git_sha(),
+        "epochs": s.epochs, "steps": loop.step, "xi": float(s.xi), "git_sha": git_sha(),
         "written_at": now_iso()})
     plot_alphas(records, folder / "alpha.png", net.primitives, net.nodes, genotype,
                 title=f"DARTS search with {cfg.task.name} on {cfg.data.name}, seed {seed}")
-    result = SearchResult(s.epochs, step, seconds, loss_value, alpha_loss_value, metric_value,
+    result = SearchResult(s.epochs, loop.step, seconds, loop.loss, loop.alpha_loss, loop.metric,
                           held_out.get(task.metric_name, math.nan), task.metric_name,
                           count_parameters(net) - sum(p.numel() for p in net.arch_parameters()),
                           genotype.to_dict(), str(path))
