@@ -272,9 +272,10 @@ def _rows_to_compute(cfg: DictConfig, ctx: distributed.Context, leaderboard: Pat
                      run_id: str) -> tuple[pd.DataFrame, set, list[tuple[str, int]]]:
     """(rows already in the leaderboard, their (protocol, K) keys, the keys still to compute)."""
     wanted = wanted_rows(cfg)
-    done = finished_rows(leaderboard, run_id)
+    table = read_leaderboard(leaderboard)
+    done = table[table["run_id"] == run_id] if not table.empty else table
     if done.empty and ctx.is_main:
-        older = older_versions(read_leaderboard(leaderboard), cfg, ctx)
+        older = older_versions(table, cfg, ctx)
         if older:  # kept in the CSV, left out of the summaries, not reused
             log.warning("%s holds rows of results version %d for this configuration; version %d "
                         "changed what they measure (%s), so they are kept but recomputed as %s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -193,7 +194,7 @@ def cache_entry(folder: Path, what: str, identity: dict[str, Any], done_name: st
     """
     if writer:
         folder.mkdir(parents=True, exist_ok=True)
-    lock = folder_lock(folder, what) if writer else _no_lock()
+    lock = folder_lock(folder, what) if writer else contextlib.nullcontext()
     with lock:
         entry = CacheEntry(folder, done_name, writer)
         if entry.record is None and writer:
@@ -202,7 +203,3 @@ def cache_entry(folder: Path, what: str, identity: dict[str, Any], done_name: st
             atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(identity)).encode())
         yield entry
 
-
-@contextmanager
-def _no_lock() -> Iterator[None]:
-    yield
