@@ -44,7 +44,8 @@ from ssl_bench.data.imageset import DataSplits
 from ssl_bench.data.subsets import balanced_subset
 from ssl_bench.device import autocast
 from ssl_bench.errors import NonFiniteLossError
-from ssl_bench.optim import make_optimizer, make_schedule, sgd_step
+from ssl_bench.loop import train_steps
+from ssl_bench.optim import make_optimizer, make_schedule
 from ssl_bench.seeds import derive
 
 log = logging.getLogger(__name__)
@@ -163,20 +164,8 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
     # subsets are nested across K for one seed, so the largest one holds every image needed
     largest = balanced_subset(data.train.labels, ks[-1], seed)
 
-    @torch.no_grad()
-    def conv2_of(images_u8: torch.Tensor, flip: bool = False) -> torch.Tensor:
-        x = to_float(images_u8.to(device), mean, std)
-        x = x.flip(3) if flip else x
-        with autocast(device, precision):
-            return frozen(x.contiguous(memory_format=memory_format))
-
     start = time.perf_counter()
-    test_features = map_chunks(conv2_of, data.test.images, cfg.chunk_size)
-    cached: tuple[torch.Tensor, torch.Tensor] | None = None
-    if cfg.feature_cache:
-        train_images = data.train.images[largest]
-        cached = (map_chunks(conv2_of, train_images, cfg.chunk_size),
-                  map_chunks(lambda b: conv2_of(b, flip=True), train_images, cfg.chunk_size))
+    test_features, cached = _frozen_features(frozen, data, largest, cfg, device, precision, memory_format)
     shared_seconds = time.perf_counter() - start
     position = torch.full((len(data.train),), -1, dtype=torch.long)
     position[largest] = torch.arange(len(largest))
@@ -210,6 +199,28 @@ def evaluate(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, seed: in
         if on_result:
             on_result(results[-1])
     return results
+
+
+def _frozen_features(frozen: nn.Module, data: DataSplits, largest: torch.Tensor, cfg: DictConfig,
+                     device: torch.device, precision: str, memory_format: torch.memory_format,
+                     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """conv2 features of the test set, and (with `feature_cache`) of the largest subset's
+    images, straight and mirrored: computed once per backbone and seed, shared by every K."""
+    mean, std = data.mean.to(device), data.std.to(device)
+
+    @torch.no_grad()
+    def conv2_of(images_u8: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        x = to_float(images_u8.to(device), mean, std)
+        x = x.flip(3) if flip else x
+        with autocast(device, precision):
+            return frozen(x.contiguous(memory_format=memory_format))
+
+    test_features = map_chunks(conv2_of, data.test.images, cfg.chunk_size)
+    if not cfg.feature_cache:
+        return test_features, None
+    train_images = data.train.images[largest]
+    return test_features, (map_chunks(conv2_of, train_images, cfg.chunk_size),
+                           map_chunks(lambda b: conv2_of(b, flip=True), train_images, cfg.chunk_size))
 
 
 def _cached_batches(cached: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor,
@@ -310,16 +321,22 @@ def train_classifier(model: nn.Module,
     aug_gen = torch.Generator(device=device).manual_seed(derive(seed, "augment"))
     batches = index_batches(len(labels), cfg.batch_size, seed)
     model.train()
-    loss = torch.zeros(())
     with distributed.synced_batchnorm(model):
         parallel = distributed.data_parallel(model, device)
-        for _ in tqdm(range(steps), desc=desc, disable=not (progress and distributed.context().is_main),
-                      leave=False, dynamic_ncols=True):
+
+        def next_batch() -> tuple[torch.Tensor, torch.Tensor, int]:
             idx = next(batches).to(device)
-            part = distributed.shard(batch_features(idx, aug_gen), labels[idx], len(idx))
-            with autocast(device, precision):
-                loss = F.cross_entropy(parallel(part.inputs), part.targets) * part.scale
-            sgd_step(loss, optimizer, schedule)  # no per-step host read: checked once below
+            return batch_features(idx, aug_gen), labels[idx], len(idx)
+
+        def forward(inputs: torch.Tensor, targets: torch.Tensor, scale: float) -> tuple[torch.Tensor, None]:
+            return F.cross_entropy(parallel(inputs), targets) * scale, None
+
+        with tqdm(total=steps, desc=desc, disable=not (progress and distributed.context().is_main),
+                  leave=False, dynamic_ncols=True) as bar:
+            # no per-step host read (diverged=None): the final loss is checked once below
+            last = train_steps(forward, next_batch, optimizer, schedule, steps, device=device,
+                               precision=precision, bar=bar)
+    loss = last.loss if last is not None else torch.zeros(())
     final = float(distributed.mean_over_ranks(loss.detach().float().reshape(1)).item())
     if not math.isfinite(final):
         raise NonFiniteLossError(f"{desc}: the classifier's loss became {final}; lower "

@@ -33,8 +33,8 @@ from ssl_bench.leaderboard import append_rows
 from ssl_bench.leaderboard import read as read_leaderboard
 from ssl_bench.probes import probe_protocols, run_probes
 from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, cache_entry, git_sha, now_iso
-from ssl_bench.tasks.base import PretextTask
-from ssl_bench.train import PretrainResult, load_checkpoint, pretrain
+from ssl_bench.tasks import build_task
+from ssl_bench.train import PretrainResult, load_pretrained, pretrain
 from ssl_bench.versions import PRETRAIN_VERSION, RESULTS_HISTORY, RESULTS_VERSION, identity_field
 
 log = logging.getLogger(__name__)
@@ -181,14 +181,12 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
     Under `torchrun` rank 0 holds the lock and decides; every rank trains or loads.
     """
     folder = pretrain_dir(cfg, ctx)
-    task: PretextTask = instantiate(cfg.task.module, feature_dim=backbone.out_channels(),
-                                    image_shape=tuple(data.train.images.shape[1:]))
-    task = task.bind_data(data.mean, data.std, data.num_classes).to(device)
+    task = build_task(cfg.task.module, backbone, data, device)
     with cache_entry(folder, "this pretraining", pretrain_identity(cfg, ctx), "pretrain.json",
                      writer=ctx.is_main) as entry:
         if distributed.broadcast(entry.record is not None):  # rank 0's reading decides
-            load_checkpoint(folder / "checkpoint.pt", backbone, task, device)
             result = PretrainResult(**entry.record["result"])
+            load_pretrained(folder, backbone, task, device, result)
             log.info("reusing the finished pretraining in %s (%.0fs when it ran)", folder, result.seconds)
             return result, True, folder
         result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.train.seed),

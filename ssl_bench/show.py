@@ -20,6 +20,7 @@ from ssl_bench.cli import CONF_DIR
 from ssl_bench.data import load_data
 from ssl_bench.data.augment import to_float
 from ssl_bench.errors import UserError, instantiate
+from ssl_bench.tasks import build_task
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,7 @@ def show(cfg: DictConfig) -> Path:
     if not cfg.task.pretrain:
         raise UserError(f"task={cfg.task.name} has no pretext batches to show; pick a pretext task")
     data = load_data(cfg.data)
-    backbone_dim = instantiate(cfg.backbone).out_channels()
-    task = instantiate(cfg.task.module, feature_dim=backbone_dim,
-                       image_shape=tuple(data.train.images.shape[1:]))
-    task.bind_data(data.mean, data.std, data.num_classes)
+    task = build_task(cfg.task.module, instantiate(cfg.backbone), data)
     pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
     images = to_float(data.train.images[pick[:cfg.show.num_images]], data.mean, data.std)
     rows = task.examples(images, torch.Generator().manual_seed(cfg.seed))

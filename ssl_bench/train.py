@@ -25,11 +25,13 @@ from tqdm.auto import tqdm
 from ssl_bench import distributed
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.batching import index_batches
+from ssl_bench.checkpoint import Checkpoint, keep_logged_epochs
 from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.imageset import DataSplits
-from ssl_bench.device import autocast
-from ssl_bench.optim import make_optimizer, make_schedule, sgd_step
-from ssl_bench.runlog import append_jsonl, atomic_torch_save, atomic_write_bytes
+from ssl_bench.errors import UserError
+from ssl_bench.loop import Step, to_memory_format, train_steps
+from ssl_bench.optim import make_optimizer, make_schedule
+from ssl_bench.runlog import append_jsonl
 from ssl_bench.seeds import derive
 from ssl_bench.tasks.base import Phase, PretextTask
 
@@ -50,15 +52,6 @@ class PretrainResult:
 def steps_per_epoch(num_images: int, batch_size: int, limit: int | None) -> int:
     steps = max(num_images // batch_size, 1)
     return min(steps, limit) if limit else steps
-
-
-def to_memory_format(inputs: Any, memory_format: torch.memory_format) -> Any:
-    """Image batches (4-D tensors, also inside dicts of them) in the given memory format."""
-    if isinstance(inputs, dict):
-        return {k: to_memory_format(v, memory_format) for k, v in inputs.items()}
-    if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
-        return inputs.contiguous(memory_format=memory_format)
-    return inputs
 
 
 def pretext_batch(task: PretextTask, images: torch.Tensor, labels: torch.Tensor | None,
@@ -97,45 +90,18 @@ def enter_phase(backbone: ConvBackbone, task: PretextTask, phase: Phase) -> list
     return list(params.values())
 
 
-def rng_state(aug_gen: torch.Generator) -> dict[str, Any]:
-    """The random state a resumed run needs to draw what an uninterrupted one would."""
-    state = {"aug": aug_gen.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(aug_gen: torch.Generator, state: dict[str, Any]) -> None:
-    aug_gen.set_state(state["aug"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_checkpoint(path: Path, backbone: ConvBackbone, task: PretextTask,
-                    device: torch.device) -> dict[str, Any] | None:
-    """The last epoch's checkpoint (weights loaded into `backbone` and `task`), or None."""
-    if not path.exists():
-        return None
-    task.phases(backbone)  # a task's modules are complete once its phases exist (layerwise
-    # builds its decoders there), so a reused pretraining loads into the same parameter set
-    state = torch.load(path, map_location=device, weights_only=False)
-    backbone.load_state_dict(state["backbone"])
-    task.load_state_dict(state["task"])
-    return state
-
-
-def keep_logged_epochs(path: Path, last_epoch: int) -> None:
-    """Keep the metric lines of the checkpoint's epochs, drop later ones and held-out lines.
-
-    Each epoch's line is written just before its checkpoint, so a kill in between leaves a
-    line that the resumed run writes again.
-    """
-    if not path.exists():
-        return
-    lines = [line for line in path.read_text().splitlines()
-             if line.strip() and json.loads(line).get("epoch", last_epoch + 1) <= last_epoch]
-    atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
+def load_pretrained(folder: Path, backbone: ConvBackbone, task: PretextTask, device: torch.device,
+                    result: PretrainResult) -> None:
+    """Load a finished pretraining's weights into `backbone` and `task`, verified: the
+    checkpoint must be the one of its last epoch (as `pretrain.json` says), not an earlier one."""
+    checkpoint = Checkpoint(folder / "checkpoint.pt")
+    parts = {"backbone": backbone, "task": task}
+    state = checkpoint.load(device, parts)
+    if state is None or int(state["epoch"]) != result.epochs or state.get("finished") is False:
+        found = "no checkpoint" if state is None else f"the checkpoint of epoch {state['epoch']}"
+        raise UserError(f"the finished pretraining in {folder} has {found}, not that of its last "
+                        f"epoch ({result.epochs}); move the folder away to pretrain again")
+    checkpoint.restore(state, parts)
 
 
 @dataclass
@@ -155,6 +121,8 @@ class _Loop:
     aug_gen: torch.Generator
     per_epoch: int
     run_dir: Path
+    checkpoint: Checkpoint
+    total_epochs: int  # over every phase
     started: float  # perf_counter at the (re)start; `seconds_before` ran before it
     seconds_before: float
     is_main: bool
@@ -180,23 +148,26 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
     Under `torchrun` every process builds the same global batch and trains on its slice
     (`ssl_bench.distributed`); only rank 0 writes files.
     """
+    if not task.built:
+        raise RuntimeError(f"{type(task).__name__} was not built: make tasks with ssl_bench.tasks.build_task")
     ctx = distributed.context()
     images = (data.train.images if task.needs_labels else data.unlabeled).to(device)
     per_epoch = steps_per_epoch(len(images), cfg.batch_size, cfg.steps_per_epoch)
     phases = task.phases(backbone)
     aug_gen = torch.Generator(device=device).manual_seed(derive(seed, "augment"))
-    state = load_checkpoint(run_dir / "checkpoint.pt", backbone, task, device)
+    checkpoint = Checkpoint(run_dir / "checkpoint.pt")
+    state = checkpoint.load(device, {"backbone": backbone, "task": task})
     done_epochs = state["epoch"] if state else 0
     if state:
-        log.info("resuming pretraining from %s after epoch %d", run_dir / "checkpoint.pt", done_epochs)
-        set_rng_state(aug_gen, state["rng"])
+        log.info("resuming pretraining from %s after epoch %d", checkpoint.path, done_epochs)
+        checkpoint.restore(state, {"backbone": backbone, "task": task}, aug_gen)
         if ctx.is_main:
             keep_logged_epochs(run_dir / "metrics.jsonl", done_epochs)
     loop = _Loop(backbone, task, images, data.train.labels.to(device) if task.needs_labels else None,
                  data.mean.to(device), data.std.to(device), cfg, device, precision,
                  torch.channels_last if channels_last else torch.contiguous_format, aug_gen,
-                 per_epoch, run_dir, time.perf_counter(), state.get("seconds", 0.0) if state else 0.0,
-                 ctx.is_main, ctx.world)
+                 per_epoch, run_dir, checkpoint, cfg.epochs * len(phases), time.perf_counter(),
+                 state.get("seconds", 0.0) if state else 0.0, ctx.is_main, ctx.world)
     loop.step, loop.epoch = per_epoch * done_epochs, done_epochs
     loop.batches = index_batches(len(images), cfg.batch_size, seed, start_step=loop.step)
     loop.bar = tqdm(total=per_epoch * cfg.epochs * len(phases), initial=loop.step,
@@ -220,8 +191,7 @@ def _train_phase(loop: _Loop, phase: Phase, epochs_done: int, state: dict[str, A
                              warmup_steps=round(cfg.schedule.warmup_epochs * loop.per_epoch),
                              **{k: v for k, v in cfg.schedule.items() if k != "warmup_epochs"})
     if epochs_done and state:
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+        loop.checkpoint.restore(state, {"optimizer": optimizer, "schedule": schedule})
     with distributed.synced_batchnorm(loop.backbone, loop.task):
         model = distributed.data_parallel(PretextStep(loop.backbone, loop.task), loop.device)
         for _ in range(epochs_done, cfg.epochs):
@@ -241,25 +211,29 @@ def _run_epoch(loop: _Loop, model: torch.nn.Module, optimizer: torch.optim.Optim
     cfg, task = loop.cfg, loop.task
     loss_sum = torch.zeros((), device=loop.device)
     metric_sums: dict[str, float] = {}
-    for i in range(loop.per_epoch):
+
+    def next_batch() -> tuple[Any, Any, int]:
         idx = next(loop.batches).to(loop.device)
         inputs, targets = pretext_batch(task, loop.images, loop.labels, idx, loop.mean, loop.std,
                                         cfg.augment, loop.aug_gen)
-        part = distributed.shard(inputs, targets, len(idx))
-        with autocast(loop.device, loop.precision):
-            loss, outputs = model(to_memory_format(part.inputs, loop.memory_format), part.targets,
-                                  part.scale)
-        sgd_step(loss, optimizer, schedule, lambda value, step=loop.step, epoch=loop.epoch: (
-            f"pretraining loss became {value} at step {step + 1} (epoch {epoch}); "
-            f"lower train.optimizer.lr (now {cfg.optimizer.lr}) and run again"))
-        loop.step += 1
-        loss_sum += loss.detach()
-        for name, value in task.metrics(outputs, part.targets).items():
+        return inputs, targets, len(idx)
+
+    def record(step: Step) -> None:
+        loss_sum.add_(step.loss.detach())
+        for name, value in task.metrics(step.outputs, step.targets).items():
             metric_sums[name] = metric_sums.get(name, 0.0) + value
-        loop.bar.update(1)
-        if loop.step % 10 == 0:
-            loop.bar.set_postfix(phase=phase.name, loss=f"{loss.item():.3f}", **{
-                task.metric_name: f"{metric_sums[task.metric_name] / (i + 1):.3f}"})
+        if step.number % 10 == 0:
+            done = step.number - loop.step
+            loop.bar.set_postfix(phase=phase.name, loss=f"{step.loss.item():.3f}", **{
+                task.metric_name: f"{metric_sums[task.metric_name] / done:.3f}"})
+
+    train_steps(model, next_batch, optimizer, schedule, loop.per_epoch, device=loop.device,
+                precision=loop.precision, memory_format=loop.memory_format, start=loop.step,
+                diverged=lambda value, n: (f"pretraining loss became {value} at step {n} (epoch "
+                                           f"{loop.epoch}); lower train.optimizer.lr (now "
+                                           f"{cfg.optimizer.lr}) and run again"),
+                after_step=record, bar=loop.bar)
+    loop.step += loop.per_epoch
     # the global batch's mean loss: the mean over processes of their scaled losses
     names = sorted(metric_sums)
     totals = distributed.mean_over_ranks(torch.stack(
@@ -278,11 +252,10 @@ def _save_epoch(loop: _Loop, phase: Phase, optimizer: torch.optim.Optimizer,
         "epoch": loop.epoch, "phase": phase.name, "step": loop.step, "loss": loop.loss,
         **train_metrics, "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
         "images_per_second": loop.per_epoch * loop.cfg.batch_size / seconds, "processes": loop.world})
-    atomic_torch_save(loop.run_dir / "checkpoint.pt", {
-        "backbone": loop.backbone.state_dict(), "task": loop.task.state_dict(),
-        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-        "phase": phase.name, "epoch": loop.epoch, "step": loop.step, "rng": rng_state(loop.aug_gen),
-        "seconds": loop.seconds_before + time.perf_counter() - loop.started})
+    loop.checkpoint.save({"backbone": loop.backbone, "task": loop.task, "optimizer": optimizer,
+                          "schedule": schedule}, loop.aug_gen, epoch=loop.epoch, step=loop.step,
+                         seconds=loop.seconds_before + time.perf_counter() - loop.started,
+                         finished=loop.epoch == loop.total_epochs, phase=phase.name)
 
 
 def _finish(loop: _Loop, data: DataSplits, seed: int, resumed: bool) -> PretrainResult:

@@ -11,6 +11,7 @@ from ssl_bench.backbone import ConvBackbone
 from ssl_bench.data.subsets import balanced_subset
 from ssl_bench.evaluate import evaluate_scratch
 from ssl_bench.run import build_backbone
+from ssl_bench.tasks import build_task
 from ssl_bench.tasks.multitask import MultiTask
 from ssl_bench.train import pretrain
 
@@ -89,8 +90,7 @@ def test_multitask_heads_get_only_their_own_gradients(tiny_data):
 def test_multitask_logs_per_task_metrics(make_cfg, tiny_data, tmp_path):
     cfg = make_cfg("profile=smoke", "data=synthetic", "task=multitask")
     net = instantiate(cfg.backbone)
-    task = instantiate(cfg.task.module, feature_dim=net.out_channels(), image_shape=(3, 32, 32))
-    task.bind_data(tiny_data.mean, tiny_data.std)
+    task = build_task(cfg.task.module, net, tiny_data)
     pretrain(net, task, tiny_data, cfg.train, tmp_path, CPU, 0, progress=False)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     for key in ("train_rotation_loss", "train_rotation_accuracy", "train_jigsaw_loss",
@@ -104,7 +104,7 @@ def test_layerwise_freezes_finished_stages_and_reconstruction_improves(make_cfg,
     cfg = make_cfg("profile=smoke", "data=synthetic", "task=layerwise", "train.epochs=3",
                    "train.steps_per_epoch=6")
     net = instantiate(cfg.backbone)
-    task = instantiate(cfg.task.module, feature_dim=net.out_channels(), image_shape=(3, 32, 32))
+    task = build_task(cfg.task.module, net, tiny_data)
     snapshots = {}
     real_set_phase = task.set_phase
 

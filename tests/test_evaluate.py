@@ -31,6 +31,7 @@ def test_frozen_stages_are_bit_identical_after_evaluation(make_cfg, tiny_data, f
         assert torch.equal(v, net.conv3.state_dict()[k])
 
 
+@pytest.mark.slow  # 30 s on a 2-core Zen 3: the slow tier
 def test_evaluator_learns_on_synthetic(make_cfg, tiny_data):
     cfg = make_cfg("eval.labels_per_class=[20]", "eval.min_steps=150", "eval.max_steps=150")
     net = instantiate(cfg.backbone)

@@ -29,6 +29,7 @@ GLOBAL = ["eval_steps_per_s_cached", "eval_steps_per_s_recompute", "eval_speedup
 MAY_BE_ZERO = {"eval_peak_rss_increase_mb", "precision_auto_is_bf16"}
 
 
+@pytest.mark.slow  # every perf measurement, run twice (40 s on a 2-core Zen 3)
 def test_quick_run_writes_every_measurement(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "perf.csv"
     threads = torch.get_num_threads()

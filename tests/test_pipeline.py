@@ -23,7 +23,9 @@ METRICS = {"inpainting": "masked_mse", "layerwise": "recon_mse", "multitask": "r
 EPOCHS = {"layerwise": [1, 2, 3, 4, None]}  # two stages of two epochs each
 
 
-@pytest.mark.parametrize("task", METHODS)
+# rotation stays in the fast tier; the other methods (6-17 s each) run in the slow one
+@pytest.mark.parametrize("task", [m if m == "rotation" else pytest.param(m, marks=pytest.mark.slow)
+                                  for m in METHODS])
 def test_composed_config_runs_end_to_end(make_cfg, tmp_path, task):
     cfg = make_cfg("profile=smoke", "data=synthetic", f"task={task}", "seed=1")
     run_dir = tmp_path / "run"
@@ -89,6 +91,7 @@ def _cli(*args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # five CLI processes
 def test_cli_typo_and_unknown_task_exit_nonzero_with_a_clear_message(tmp_path):
     res = _cli("tsak=rotation", cwd=tmp_path)
     assert res.returncode != 0
@@ -119,6 +122,7 @@ def test_cli_bad_data_root_is_one_clear_line(tmp_path):
     assert "no cifar10 data set found" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow  # two whole runs
 def test_same_seed_and_config_give_identical_results(make_cfg, tmp_path):
     # separate output folders: with a shared one the second run would just read the first's rows
     first = run(make_cfg("profile=smoke", "data=synthetic", "task=inpainting", "seed=3",

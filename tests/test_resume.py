@@ -17,14 +17,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from ssl_bench import checkpoint as checkpoint_module
 from ssl_bench import train
 from ssl_bench.batching import index_batches
 from ssl_bench.cli import CONF_DIR
 from ssl_bench.data import DataSplits
-from ssl_bench.errors import instantiate
 from ssl_bench.leaderboard import KEY
 from ssl_bench.methods import pretrained_methods
 from ssl_bench.run import build_backbone, run
+from ssl_bench.tasks import build_task
 from tests.conftest import PROJECT_ROOT
 
 
@@ -95,9 +96,8 @@ def _pretrain_setup(cfg, data):
     backbone = build_backbone(cfg.backbone, int(cfg.seed))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1234)
-        task = instantiate(cfg.task.module, feature_dim=backbone.out_channels(),
-                           image_shape=tuple(data.train.images.shape[1:]))
-    return backbone, task.bind_data(data.mean, data.std, data.num_classes)
+        task = build_task(cfg.task.module, backbone, data)
+    return backbone, task
 
 
 def _pretrain(cfg, data, folder: Path):
@@ -125,7 +125,7 @@ def test_interrupted_pretraining_resumes_to_the_same_weights_and_metrics(make_cf
     lines_a = _metric_lines(tmp_path / "A")
     assert [x.get("epoch") for x in lines_a] == [1, 2, 3, None]
 
-    real_save = train.atomic_torch_save
+    real_save = checkpoint_module.atomic_torch_save
     # two kill points: right after epoch 2's checkpoint, and after epoch 3's metric line but
     # before its checkpoint (that line must not be kept twice)
     crash_points = {"after_save": (2, True), "before_save": (3, False)}
@@ -141,10 +141,10 @@ def test_interrupted_pretraining_resumes_to_the_same_weights_and_metrics(make_cf
                 raise KeyboardInterrupt
             real_save(path, obj)
 
-        monkeypatch.setattr(train, "atomic_torch_save", crashing_save)
+        monkeypatch.setattr(checkpoint_module, "atomic_torch_save", crashing_save)
         with pytest.raises(KeyboardInterrupt):
             _pretrain(cfg, data, folder)
-        monkeypatch.setattr(train, "atomic_torch_save", real_save)
+        monkeypatch.setattr(checkpoint_module, "atomic_torch_save", real_save)
         assert torch.load(folder / "checkpoint.pt", weights_only=False)["epoch"] == 2
         before = [x.get("epoch") for x in _metric_lines(folder)]
         assert before == ([1, 2] if save_first else [1, 2, 3])

@@ -36,6 +36,7 @@ from ssl_bench.search.model import (
 )
 from ssl_bench.search.ops import PRIMITIVES, MixedOp, make_op
 from ssl_bench.search.search import read_log, run_search
+from ssl_bench.tasks import DataFacts
 from ssl_bench.tasks.layerwise import LayerwiseTask
 from ssl_bench.tasks.rotation import RotationTask
 from tests.conftest import PROJECT_ROOT
@@ -266,6 +267,7 @@ def _search_cfg(make_cfg, *overrides):
             "progress=false", "search=smoke", "profile=smoke", "data=synthetic", *overrides])
 
 
+@pytest.mark.slow  # three search epochs, twice
 @pytest.mark.parametrize("xi", [0.0, 0.01])
 def test_search_lowers_the_pretext_loss(make_cfg, tiny_data, tmp_path, xi):
     steps = 6 if xi == 0 else 1  # second order: only that the loop runs it (3 passes a step)
@@ -273,7 +275,8 @@ def test_search_lowers_the_pretext_loss(make_cfg, tiny_data, tmp_path, xi):
                       "search.batch_size=16", f"search.xi={xi}", "search.arch.lr=0.01")
     torch.manual_seed(0)
     net = SearchNetwork(**cfg.search.network)
-    task = RotationTask(net.out_channels(), (3, 32, 32)).bind_data(tiny_data.mean, tiny_data.std)
+    task = RotationTask(net.out_channels(), (3, 32, 32))
+    task.build(net, DataFacts.of(tiny_data))
     start = {k: v.detach().clone() for k, v in net.cell_weights().items()}
     result = run_search(net, task, tiny_data, cfg, tmp_path, CPU, seed=0, progress=False)
     log = read_log(tmp_path / "alpha.jsonl")
@@ -296,7 +299,8 @@ def test_warm_up_epochs_leave_alpha_alone(make_cfg, tiny_data, tmp_path):
     cfg = _search_cfg(make_cfg, "search.epochs=1", "search.warmup_epochs=1")
     torch.manual_seed(0)
     net = SearchNetwork(**cfg.search.network)
-    task = RotationTask(net.out_channels(), (3, 32, 32)).bind_data(tiny_data.mean, tiny_data.std)
+    task = RotationTask(net.out_channels(), (3, 32, 32))
+    task.build(net, DataFacts.of(tiny_data))
     before = [a.detach().clone() for a in net.arch_parameters()]
     run_search(net, task, tiny_data, cfg, tmp_path, CPU, seed=0, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before, net.arch_parameters()))
@@ -326,7 +330,8 @@ def test_searched_backbone_is_a_drop_in_for_frozen_stages_and_layerwise():
     assert all(not torch.equal(b, p) for b, p in zip(before, net.conv2.parameters()) if b.ndim > 1)
     frozen = frozen_stages(net, "conv2")
     assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
-    task = LayerwiseTask(net.out_channels(), (3, 32, 32))  # reads specs: channels and pooling
+    task = LayerwiseTask(net.out_channels(), (3, 32, 32))
+    task.build(net, DataFacts((3, 32, 32), torch.zeros(3), torch.ones(3)))  # reads specs: channels, pooling
     x = torch.randn(2, 3, 32, 32)
     for phase in task.phases(net):
         task.set_phase(phase)
@@ -343,6 +348,7 @@ def test_builder_matches_a_parameter_budget(tmp_path):
     assert cfg_net.name == "darts_x" and cfg_net.genotype == GENOTYPE
 
 
+@pytest.mark.slow  # a search, then two benchmark runs
 def test_search_job_searches_then_compares_with_the_hand_designed_backbone(make_cfg, tmp_path):
     from ssl_bench.search.cli import search_job
 

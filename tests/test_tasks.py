@@ -5,6 +5,7 @@ import torch
 
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.data.augment import to_float
+from ssl_bench.tasks import DataFacts
 from ssl_bench.tasks.inpainting import InpaintingTask, dilate, make_masks
 from ssl_bench.tasks.jigsaw import JigsawTask, hamming_permutations, min_pairwise_hamming
 from ssl_bench.tasks.patches import cut_patches
@@ -178,7 +179,8 @@ def test_adversarial_term_trains_discriminator_only_on_its_own_loss():
 
 
 def test_inpainting_metrics_and_examples_png(tmp_path):
-    task = InpaintingTask(16, SHAPE).bind_data(torch.full((3,), 0.5), torch.full((3,), 0.25))
+    task = InpaintingTask(16, SHAPE)
+    task.build(_tiny_backbone(), DataFacts(SHAPE, torch.full((3,), 0.5), torch.full((3,), 0.25)))
     images = _images(3)
     _, targets = task.make_batch(images, torch.Generator())
     perfect = task.metrics(images, targets)

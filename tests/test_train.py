@@ -6,6 +6,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from ssl_bench.errors import NonFiniteLossError
+from ssl_bench.tasks import DataFacts
 from ssl_bench.tasks.rotation import RotationTask
 from ssl_bench.train import pretrain
 
@@ -14,6 +15,7 @@ def _setup(make_cfg, *overrides):
     cfg = make_cfg("profile=smoke", "data=synthetic", *overrides)
     net = instantiate(cfg.backbone)
     task = RotationTask(net.out_channels(), (3, 32, 32))
+    task.build(net, DataFacts((3, 32, 32), torch.zeros(3), torch.ones(3)))
     return cfg, net, task
 
 

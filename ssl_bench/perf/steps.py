@@ -10,18 +10,18 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from ssl_bench import tasks
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.batching import index_batches
 from ssl_bench.cli import CONF_DIR
 from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.imageset import DataSplits
-from ssl_bench.device import autocast
-from ssl_bench.errors import instantiate
+from ssl_bench.loop import Step, train_steps
 from ssl_bench.methods import PRETEXT_TASKS
-from ssl_bench.optim import make_optimizer, make_schedule, sgd_step
+from ssl_bench.optim import make_optimizer, make_schedule
 from ssl_bench.run import build_backbone
 from ssl_bench.tasks.base import PretextTask
-from ssl_bench.train import enter_phase, to_memory_format
+from ssl_bench.train import PretextStep, enter_phase
 
 TASKS = PRETEXT_TASKS  # each has a per-sample reference pipeline below
 # whole-step speed-up goals: the patch tasks' per-sample work (9 tiles, 2 patches) is where
@@ -63,36 +63,37 @@ def make_backbone(backbone_cfg: DictConfig, device: torch.device, channels_last:
 def build_task(cfg: DictConfig, data: DataSplits, device: torch.device) -> tuple[ConvBackbone, PretextTask]:
     """Backbone and pretext task as `run` builds them."""
     backbone = make_backbone(cfg.backbone, device, cfg.channels_last)
-    task: PretextTask = instantiate(cfg.task.module, feature_dim=backbone.out_channels(),
-                                    image_shape=tuple(data.train.images.shape[1:]))
-    return backbone, task.bind_data(data.mean, data.std, data.num_classes).to(device)
+    return backbone, tasks.build_task(cfg.task.module, backbone, data, device)
 
 
 class Trainer:
     """The model side of one pretraining step, shared by both pipelines.
 
-    What `train.pretrain`'s loop does after the batch exists: forward and loss (under the
-    configured autocast), then the loops' shared step (`optim.sgd_step`: finite-loss check,
-    backward, SGD step, schedule step) and the per-step pretext metrics. Only where the
-    batch comes from differs.
+    What `train.pretrain` does with a batch once it exists: the project's one training loop
+    (`loop.train_steps`: forward and loss under the configured autocast, the finite-loss
+    check, backward, SGD step, schedule step) and the per-step pretext metrics. Only where
+    the batch comes from differs.
     """
 
     def __init__(self, backbone: ConvBackbone, task: PretextTask, cfg: DictConfig, device: torch.device):
-        self.backbone, self.task, self.device = backbone, task, device
+        self.task, self.device = task, device
         self.precision = cfg.precision
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         params = enter_phase(backbone, task, task.phases(backbone)[0])
+        self.model = PretextStep(backbone, task)
         self.optimizer = make_optimizer(params, **cfg.train.optimizer)
         self.schedule = make_schedule(self.optimizer, total_steps=1_000_000, warmup_steps=0, **{
             k: v for k, v in cfg.train.schedule.items() if k != "warmup_epochs"})
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
-        with autocast(self.device, self.precision):
-            outputs = self.task(self.backbone, to_memory_format(inputs, self.memory_format))
-            loss = self.task.loss(outputs, targets)
-        sgd_step(loss, self.optimizer, self.schedule,
-                 lambda value: f"loss became {value} while timing {type(self.task).__name__}")
-        self.task.metrics(outputs, targets)
+        def metrics(step: Step) -> None:
+            self.task.metrics(step.outputs, step.targets)
+
+        train_steps(self.model, lambda: (inputs, targets, 0), self.optimizer, self.schedule, 1,
+                    device=self.device, precision=self.precision, memory_format=self.memory_format,
+                    shard=False, diverged=lambda value, n: (
+                        f"loss became {value} while timing {type(self.task).__name__}"),
+                    after_step=metrics)
 
 
 class OurBatches:

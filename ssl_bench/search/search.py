@@ -28,34 +28,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from ssl_bench import tasks
 from ssl_bench.batching import index_batches
+from ssl_bench.checkpoint import Checkpoint, keep_logged_epochs
 from ssl_bench.data import DataSplits, load_data
-from ssl_bench.device import autocast, resolve_precision
-from ssl_bench.errors import UserError, instantiate
-from ssl_bench.optim import sgd_step
+from ssl_bench.device import resolve_precision
+from ssl_bench.errors import UserError
+from ssl_bench.loop import Step, to_memory_format, train_steps
 from ssl_bench.run import _data_identity, digest
-from ssl_bench.runlog import (
-    append_jsonl,
-    atomic_torch_save,
-    cache_entry,
-    git_sha,
-    now_iso,
-)
+from ssl_bench.runlog import append_jsonl, cache_entry, git_sha, now_iso
 from ssl_bench.search.architect import Architect, Batch, SearchModel
 from ssl_bench.search.genotype import CELL_TYPES, Genotype, save_genotype
 from ssl_bench.search.model import SearchNetwork, count_parameters
 from ssl_bench.search.plot import plot_alphas
 from ssl_bench.seeds import derive
 from ssl_bench.tasks.base import PretextTask
-from ssl_bench.train import (
-    keep_logged_epochs,
-    pretext_batch,
-    pretext_metrics,
-    rng_state,
-    set_rng_state,
-    steps_per_epoch,
-    to_memory_format,
-)
+from ssl_bench.train import pretext_batch, pretext_metrics, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +84,11 @@ def split_halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def build_task(cfg: DictConfig, net: SearchNetwork, data: DataSplits) -> PretextTask:
-    """The configured pretext task, as `run.pretrained` builds it; single-phase tasks only."""
+    """The configured pretext task for the search network; single-phase tasks only."""
     if not cfg.task.pretrain or cfg.task.module is None:
         raise UserError(f"task={cfg.task.name} has no pretext loss to search with; choose a pretext "
                         f"task (rotation, jigsaw, relative_position, inpainting, multitask, ...)")
-    task: PretextTask = instantiate(cfg.task.module, feature_dim=net.out_channels(),
-                                    image_shape=tuple(data.train.images.shape[1:]))
-    if type(task).phases is not PretextTask.phases:
-        raise UserError(f"task={cfg.task.name} trains the backbone in phases (stage by stage); "
-                        f"a search trains all cells together: choose a single-phase pretext task")
-    return task.bind_data(data.mean, data.std, data.num_classes)
+    return tasks.build_task(cfg.task.module, net, data, single_phase_for=f"task={cfg.task.name}")
 
 
 def read_log(path: Path) -> list[dict]:
@@ -158,6 +141,8 @@ def run_search(net: SearchNetwork, task: PretextTask, data: DataSplits, cfg: Dic
     if float(s.xi) > 0 and precision != "fp32":
         raise UserError("search.xi > 0 (second order) takes finite differences of gradients, "
                         "which bfloat16 is too coarse for; use precision=fp32 or search.xi=0")
+    if not task.built:
+        raise RuntimeError(f"{type(task).__name__} was not built: make tasks with ssl_bench.tasks.build_task")
     folder.mkdir(parents=True, exist_ok=True)
     net.to(device)
     task.to(device)
@@ -177,7 +162,8 @@ def run_search(net: SearchNetwork, task: PretextTask, data: DataSplits, cfg: Dic
         return Batch(to_memory_format(inputs, memory_format), targets)
 
     loop.make = make
-    done = _resume_search(loop, folder / "checkpoint.pt")
+    checkpoint = Checkpoint(folder / "checkpoint.pt")
+    done = _resume_search(loop, checkpoint)
     loop.started, loop.step = time.perf_counter(), per_epoch * done
     w_batches = index_batches(len(weight_half), s.batch_size, seed, start_step=loop.step)
     a_batches = index_batches(len(alpha_half), s.batch_size, derive(seed, "search_alpha_order"),
@@ -186,9 +172,9 @@ def run_search(net: SearchNetwork, task: PretextTask, data: DataSplits, cfg: Dic
                desc=f"search {cfg.task.name}", dynamic_ncols=True, leave=False)
     loop.model.train()
     for epoch in range(done + 1, s.epochs + 1):
-        _search_epoch(loop, epoch, lambda: (make(next(w_batches), weight_half),
-                                            make(next(a_batches), alpha_half)), bar)
-        _save_search_epoch(loop, epoch, folder / "checkpoint.pt")
+        _search_epoch(loop, epoch, lambda: make(next(w_batches), weight_half),
+                      lambda: make(next(a_batches), alpha_half), bar)
+        _save_search_epoch(loop, epoch, checkpoint)
     bar.close()
     return _finish_search(loop, data, cfg, folder, seed, memory_format)
 
@@ -212,53 +198,67 @@ def _search_loop(net: SearchNetwork, task: PretextTask, s: DictConfig, device: t
                        per_epoch, s, device, precision, folder / "alpha.jsonl")
 
 
-def _resume_search(loop: _SearchLoop, ckpt_path: Path) -> int:
+def _checkpoint_parts(loop: _SearchLoop) -> dict[str, Any]:
+    return {"net": loop.net, "task": loop.task, "w_opt": loop.w_opt, "schedule": loop.schedule,
+            "arch_opt": loop.architect.optimizer}
+
+
+def _resume_search(loop: _SearchLoop, checkpoint: Checkpoint) -> int:
     """Epochs already done: the checkpoint's state restored (0, and a fresh log, without one)."""
-    if not ckpt_path.exists():
+    parts = _checkpoint_parts(loop)
+    state = checkpoint.load(loop.device, parts)
+    if state is None:
         loop.log_path.unlink(missing_ok=True)
         append_jsonl(loop.log_path, {"epoch": 0, "step": 0, **alpha_record(loop.net)})  # the start
         return 0
-    state = torch.load(ckpt_path, map_location=loop.device, weights_only=False)
-    loop.net.load_state_dict(state["net"])
-    loop.task.load_state_dict(state["task"])
-    loop.w_opt.load_state_dict(state["w_opt"])
-    loop.schedule.load_state_dict(state["schedule"])
-    loop.architect.optimizer.load_state_dict(state["arch_opt"])
-    set_rng_state(loop.gen, state["rng"])
+    checkpoint.restore(state, parts, loop.gen)
     loop.seconds_before = state["seconds"]
     keep_logged_epochs(loop.log_path, state["epoch"])
-    log.info("resuming the search in %s after epoch %d", ckpt_path.parent, state["epoch"])
+    log.info("resuming the search in %s after epoch %d", checkpoint.path.parent, state["epoch"])
     return int(state["epoch"])
 
 
-def _search_epoch(loop: _SearchLoop, epoch: int, next_batches: Callable[[], tuple[Batch, Batch]],
-                  bar: Any) -> None:
-    """One pass: an α step on the α half (after the warm-up epochs), then a weight step on
-    the weight half, at every step; sets the epoch's mean losses and metric."""
+def _search_epoch(loop: _SearchLoop, epoch: int, weight_batch: Callable[[], Batch],
+                  alpha_batch: Callable[[], Batch], bar: Any) -> None:
+    """One pass: at every step an α step on the α half (after the warm-up epochs), then a
+    weight step on the weight half; sets the epoch's mean losses and metric."""
     s, task = loop.cfg, loop.task
     epoch_start = time.perf_counter()
-    loss_sum, alpha_sum, alpha_steps, metric_sums = 0.0, 0.0, 0, {}
-    for i in range(loop.per_epoch):
-        train, val = next_batches()
+    sums = {"loss": 0.0, "alpha": 0.0, "alpha_steps": 0, "steps": 0}
+    metric_sums: dict[str, float] = {}
+
+    def next_batch() -> tuple[Any, Any, int]:
+        train = weight_batch()
+        return train.inputs, train.targets, s.batch_size
+
+    def alpha_step(step: Step) -> None:
+        val = alpha_batch()  # drawn after the weight half's batch, as every step does
         if epoch > s.warmup_epochs:  # α moves only once the weights have had a start
-            alpha_sum += loop.architect.step(train, val)
-            alpha_steps += 1
-        with autocast(loop.device, loop.precision):
-            outputs = loop.model(train.inputs)
-            loss = task.loss(outputs, train.targets)
-        sgd_step(loss, loop.w_opt, loop.schedule, lambda value, step=loop.step: (
-            f"search loss became {value} at step {step + 1}; lower search.weights.lr "
-            f"(now {s.weights.lr}) or search.arch.lr and run again"),
-            clip=(loop.weights, s.weights.grad_clip))
+            sums["alpha"] += loop.architect.step(Batch(step.inputs, step.targets), val)
+            sums["alpha_steps"] += 1
+
+    def forward(inputs: Any, targets: Any, scale: float) -> tuple[torch.Tensor, Any]:
+        outputs = loop.model(inputs)
+        return task.loss(outputs, targets), outputs
+
+    def record(step: Step) -> None:
         loop.architect.optimizer.zero_grad(set_to_none=True)  # α's share of this backward
-        loop.step += 1
-        loss_sum += loss.item()
-        for name, value in task.metrics(outputs, train.targets).items():
+        sums["loss"] += step.loss.item()
+        sums["steps"] += 1
+        for name, value in task.metrics(step.outputs, step.targets).items():
             metric_sums[name] = metric_sums.get(name, 0.0) + value
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum / (i + 1):.3f}", alpha_loss=f"{alpha_sum / max(alpha_steps, 1):.3f}")
-    loop.loss = loss_sum / loop.per_epoch
-    loop.alpha_loss = alpha_sum / alpha_steps if alpha_steps else math.nan
+        bar.set_postfix(loss=f"{sums['loss'] / sums['steps']:.3f}",
+                        alpha_loss=f"{sums['alpha'] / max(sums['alpha_steps'], 1):.3f}")
+
+    train_steps(forward, next_batch, loop.w_opt, loop.schedule, loop.per_epoch, device=loop.device,
+                precision=loop.precision, start=loop.step, shard=False,
+                diverged=lambda value, n: (f"search loss became {value} at step {n}; lower "
+                                           f"search.weights.lr (now {s.weights.lr}) or "
+                                           f"search.arch.lr and run again"),
+                clip=(loop.weights, s.weights.grad_clip), before_step=alpha_step, after_step=record, bar=bar)
+    loop.step += loop.per_epoch
+    loop.loss = sums["loss"] / loop.per_epoch
+    loop.alpha_loss = sums["alpha"] / sums["alpha_steps"] if sums["alpha_steps"] else math.nan
     train_metrics = {f"train_{k}": v / loop.per_epoch for k, v in metric_sums.items()}
     loop.metric = train_metrics.get(f"train_{task.metric_name}", math.nan)
     seconds = time.perf_counter() - epoch_start
@@ -270,12 +270,10 @@ def _search_epoch(loop: _SearchLoop, epoch: int, next_batches: Callable[[], tupl
              loop.alpha_loss, task.metric_name, loop.metric, seconds, loop.net.genotype().describe())
 
 
-def _save_search_epoch(loop: _SearchLoop, epoch: int, ckpt_path: Path) -> None:
-    atomic_torch_save(ckpt_path, {
-        "net": loop.net.state_dict(), "task": loop.task.state_dict(), "w_opt": loop.w_opt.state_dict(),
-        "schedule": loop.schedule.state_dict(), "arch_opt": loop.architect.optimizer.state_dict(),
-        "epoch": epoch, "step": loop.step, "rng": rng_state(loop.gen),
-        "seconds": loop.seconds_before + time.perf_counter() - loop.started})
+def _save_search_epoch(loop: _SearchLoop, epoch: int, checkpoint: Checkpoint) -> None:
+    checkpoint.save(_checkpoint_parts(loop), loop.gen, epoch=epoch, step=loop.step,
+                    seconds=loop.seconds_before + time.perf_counter() - loop.started,
+                    finished=epoch == loop.cfg.epochs)
 
 
 def _finish_search(loop: _SearchLoop, data: DataSplits, cfg: DictConfig, folder: Path, seed: int,

@@ -6,7 +6,9 @@ it: its head, its loss and its pretext metrics. The backbone is passed in, never
 one backbone can serve several tasks and the evaluator sees only the backbone.
 
 Adding a task = one file here with a subclass + one `conf/task/<name>.yaml` whose
-`module._target_` names the class.
+`module._target_` names the class. Tasks are made by `ssl_bench.tasks.build_task` only:
+`__init__` takes the config's settings, `build` creates whatever depends on the backbone or
+the data set, and after it the task's parameter set does not change.
 """
 
 from __future__ import annotations
@@ -25,6 +27,21 @@ from ssl_bench.backbone import ConvBackbone
 
 # One panel of a picture of a task's batch: an image (C×H×W, normalised) and its caption.
 Panel = tuple[torch.Tensor, str]
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a task may know about its data set: image shape, pixel statistics, classes."""
+
+    image_shape: tuple[int, int, int]
+    mean: torch.Tensor  # per channel, in [0, 1] units, of the unlabeled images
+    std: torch.Tensor
+    num_classes: int | None = None  # read only by tasks that need labels
+
+    @classmethod
+    def of(cls, data: Any) -> DataFacts:
+        """The facts of a `DataSplits`."""
+        return cls(tuple(data.train.images.shape[1:]), data.mean, data.std, data.num_classes)
 
 
 @dataclass
@@ -52,17 +69,21 @@ class PretextTask(nn.Module, ABC):
         self.feature_dim = feature_dim
         self.image_shape = tuple(image_shape)
         channels = image_shape[0]
+        self.built = False  # set by build(): until then the parameter set is incomplete
         # the data set's pixel statistics, for tasks that measure errors in pixel units
         self.register_buffer("pixel_mean", torch.zeros(channels), persistent=False)
         self.register_buffer("pixel_std", torch.ones(channels), persistent=False)
 
-    def bind_data(self, mean: torch.Tensor, std: torch.Tensor,
-                  num_classes: int | None = None) -> PretextTask:
-        """Tell the task the data set's per-channel mean and std (in [0, 1] units) and its
-        number of classes (used only by tasks that read labels)."""
-        self.pixel_mean.copy_(mean)
-        self.pixel_std.copy_(std)
-        return self
+    def build(self, backbone: ConvBackbone, data: DataFacts) -> None:
+        """Create what depends on the backbone or the data set (called once, by `build_task`).
+
+        The base class records the data set's pixel statistics; a task with a head sized by
+        the classes or modules shaped by the backbone's stages creates them here, so every
+        parameter exists before a checkpoint is saved or loaded.
+        """
+        self.pixel_mean.copy_(data.mean)
+        self.pixel_std.copy_(data.std)
+        self.built = True
 
     def phases(self, backbone: ConvBackbone) -> list[Phase]:
         """The pretraining phases, in order; by default one that trains everything."""

@@ -12,7 +12,7 @@ from torch import nn
 
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.errors import UserError
-from ssl_bench.tasks.base import PretextTask
+from ssl_bench.tasks.base import DataFacts, PretextTask
 
 
 class ClassificationTask(PretextTask):
@@ -22,15 +22,13 @@ class ClassificationTask(PretextTask):
 
     def __init__(self, feature_dim: int, image_shape: tuple[int, int, int]):
         super().__init__(feature_dim, image_shape)
-        self.head: nn.Linear | None = None  # sized by bind_data, once the classes are known
+        self.head: nn.Linear | None = None  # sized by build, once the classes are known
 
-    def bind_data(self, mean: torch.Tensor, std: torch.Tensor,
-                  num_classes: int | None = None) -> ClassificationTask:
-        super().bind_data(mean, std, num_classes)
-        if not num_classes:
+    def build(self, backbone: ConvBackbone, data: DataFacts) -> None:
+        super().build(backbone, data)
+        if not data.num_classes:
             raise UserError("supervised pretraining needs a labelled data set")
-        self.head = nn.Linear(self.feature_dim, num_classes).to(self.pixel_mean.device)
-        return self
+        self.head = nn.Linear(self.feature_dim, data.num_classes).to(self.pixel_mean.device)
 
     def make_batch(self, images: torch.Tensor, generator: torch.Generator,
                    labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ssl_bench.backbone import STAGES, ConvBackbone
 from ssl_bench.errors import ConfigError
-from ssl_bench.tasks.base import Phase, PretextTask
+from ssl_bench.tasks.base import DataFacts, Phase, PretextTask
 
 
 class LayerwiseTask(PretextTask):
@@ -35,20 +35,25 @@ class LayerwiseTask(PretextTask):
         if not stages or stages != list(STAGES[:len(stages)]):
             raise ConfigError(f"task.module.stages must be a prefix of {list(STAGES)}, got {stages}")
         self.stages, self.noise_std = stages, noise_std
-        self.decoders = nn.ModuleDict()  # built by phases(), when the backbone's shapes are known
+        self.decoders = nn.ModuleDict()  # one per stage, made by build()
         self.stage = stages[0]
 
-    def phases(self, backbone: ConvBackbone) -> list[Phase]:
+    def build(self, backbone: ConvBackbone, data: DataFacts) -> None:
+        """One decoder per trained stage, back to the stage's input channels."""
+        super().build(backbone, data)
         channels = self.image_shape[0]
         device = next(backbone.parameters()).device
         for stage in self.stages:
-            if stage not in self.decoders:
-                layers: list[nn.Module] = []
-                if backbone.specs[stage].pool is not None:
-                    layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
-                layers.append(nn.Conv2d(backbone.out_channels(stage), channels, 3, padding=1))
-                self.decoders[stage] = nn.Sequential(*layers).to(device)
+            layers: list[nn.Module] = []
+            if backbone.specs[stage].pool is not None:
+                layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+            layers.append(nn.Conv2d(backbone.out_channels(stage), channels, 3, padding=1))
+            self.decoders[stage] = nn.Sequential(*layers).to(device)
             channels = backbone.out_channels(stage)
+
+    def phases(self, backbone: ConvBackbone) -> list[Phase]:
+        if set(self.decoders) != set(self.stages):
+            raise RuntimeError("LayerwiseTask has no decoders: make tasks with ssl_bench.tasks.build_task")
         return [Phase(s, [getattr(backbone, s), self.decoders[s]]) for s in self.stages]
 
     def set_phase(self, phase: Phase) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.errors import ConfigError, instantiate
-from ssl_bench.tasks.base import Panel, PretextTask
+from ssl_bench.tasks.base import DataFacts, Panel, PretextTask
 
 
 class MultiTask(PretextTask):
@@ -40,12 +40,10 @@ class MultiTask(PretextTask):
         self.metric_name = f"{members[0]}_{first.metric_name}"
         self.higher_is_better = first.higher_is_better
 
-    def bind_data(self, mean: torch.Tensor, std: torch.Tensor,
-                  num_classes: int | None = None) -> MultiTask:
-        super().bind_data(mean, std, num_classes)
+    def build(self, backbone: ConvBackbone, data: DataFacts) -> None:
+        super().build(backbone, data)
         for task in self.tasks.values():
-            task.bind_data(mean, std, num_classes)
-        return self
+            task.build(backbone, data)
 
     def make_batch(self, images: torch.Tensor, generator: torch.Generator,
                    labels: torch.Tensor | None = None) -> tuple[dict, dict]:
