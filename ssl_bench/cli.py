@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from ssl_bench.distributed import add_rank_overrides, context
 from ssl_bench.errors import UserError
+from ssl_bench.interrupts import stop_cleanly
 from ssl_bench.leaderboard import format_summary, read
 from ssl_bench.run import run
 from ssl_bench.runlog import git_sha
@@ -92,7 +93,8 @@ def _app(cfg: DictConfig) -> None:
 def main() -> None:
     git_sha()  # pin the commit of the code this process imported, before any job runs
     add_rank_overrides()  # under torchrun, ranks > 0 write no run folder of their own
-    _app()
+    with stop_cleanly("ssl-bench"):
+        _app()
 
 
 if __name__ == "__main__":

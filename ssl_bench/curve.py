@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ssl_bench.interrupts import interruptible
 from ssl_bench.leaderboard import read
 from ssl_bench.runlog import atomic_write_bytes
 from ssl_bench.stats import MAIN_PROTOCOL, main_rows
@@ -110,6 +111,7 @@ def plot(curve: pd.DataFrame, base: pd.DataFrame, path: Path, task: str) -> None
     fig.savefig(path, dpi=120)
 
 
+@interruptible("ssl-bench-curve")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ssl-bench-curve", description=__doc__.splitlines()[0])
     parser.add_argument("--path", default="runs/curve/leaderboard.csv", help="leaderboard CSV")

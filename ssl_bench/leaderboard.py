@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
+from ssl_bench.interrupts import interruptible
 from ssl_bench.runlog import atomic_write_bytes
 from ssl_bench.stats import CELL, summarize
 
@@ -84,6 +85,7 @@ def format_summary(table: pd.DataFrame) -> str:
     return "\n\n".join(blocks)
 
 
+@interruptible("ssl-bench-leaderboard")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ssl-bench-leaderboard",

@@ -20,6 +20,7 @@ from ssl_bench.cli import CONF_DIR
 from ssl_bench.data import load_data
 from ssl_bench.data.augment import to_float
 from ssl_bench.errors import UserError, instantiate
+from ssl_bench.interrupts import stop_cleanly
 from ssl_bench.tasks import build_task
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def main() -> None:
     # a picture needs no run folder of its own
     sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none",
                  "hydra/hydra_logging=none"]
-    _app()
+    with stop_cleanly("ssl-bench-show"):
+        _app()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from ssl_bench.data import load_data
 from ssl_bench.device import resolve_device, resolve_precision
 from ssl_bench.errors import UserError
+from ssl_bench.interrupts import stop_cleanly
 from ssl_bench.perf.conventional import conventional_images
 from ssl_bench.perf.measure import (
     Sizes,
@@ -120,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run every measurement, print the table, write the CSV and the Markdown report."""
     args = parse_args(argv)
     try:
-        _main(args)
+        with stop_cleanly("ssl-bench-perf"):
+            _main(args)
     except UserError as exc:
         print(f"ssl-bench-perf: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench.cli import CONF_DIR, clear_errors
 from ssl_bench.device import resolve_device
+from ssl_bench.interrupts import stop_cleanly
 from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, git_sha, now_iso
 from ssl_bench.search.compare import compare
 from ssl_bench.search.search import searched
@@ -72,7 +73,8 @@ def _app(cfg: DictConfig) -> None:
 
 def main() -> None:
     git_sha()  # pin the commit of the code this process imported, before any job runs
-    _app()
+    with stop_cleanly("ssl-bench-search"):
+        _app()
 
 
 if __name__ == "__main__":
