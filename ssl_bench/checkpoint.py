@@ -17,7 +17,7 @@ says what to do; it is never deleted or overwritten by the refusal.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,9 +68,9 @@ class Checkpoint:
                      finished=bool(finished), rng=rng_state(generator))
         atomic_torch_save(self.path, state)
 
-    def load(self, device: torch.device, parts: Mapping[str, Stateful] = {}) -> dict[str, Any] | None:
+    def load(self, device: torch.device, parts: Iterable[str] = ()) -> dict[str, Any] | None:
         """The saved state (None without a file), verified: every counter and every part
-        named in `parts` is there. The parts' state is left to `restore`."""
+        named in `parts` (names, or a mapping of them) is there; `restore` loads them."""
         if not self.path.exists():
             return None
         try:
