@@ -10,13 +10,20 @@ reaches the weights an uninterrupted run would (on CPU). A checkpoint holds:
 - the counters (`epoch`, `step`), the seconds trained so far, and `finished` once the run's
   last epoch is in it, plus whatever extra keys the run adds (the pretraining's phase).
 
-A file that cannot be read, or lacks what a checkpoint has, is refused with one line that
-says what to do; it is never deleted or overwritten by the refusal.
+A file that cannot be read, lacks what a checkpoint has, or holds parts that do not fit the
+model (other keys or shapes) is a `BadCheckpoint`. Where the checkpoint belongs to a cache
+entry that can be recomputed (a pretraining, a search: `load(..., recompute=...)`), the file
+is moved aside (`checkpoint.pt.bad-<time>`, kept for inspection) and the run starts that
+computation again, with a warning that says so; elsewhere the refusal is one line that says
+what to do. A bad file is never deleted or overwritten.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +34,16 @@ from ssl_bench.errors import UserError
 from ssl_bench.runlog import atomic_torch_save, atomic_write_bytes
 
 COUNTERS = ("epoch", "step", "seconds", "rng")
+log = logging.getLogger(__name__)
+
+
+class BadCheckpoint(UserError):
+    """A checkpoint file that cannot be used: torn, foreign, or not fitting the model."""
+
+    def __init__(self, path: Path, problem: str):
+        self.checkpoint = Checkpoint(path)
+        self.problem = f"the checkpoint {path} {problem}"
+        super().__init__(f"{self.problem}; move it away to start that run again")
 
 
 class Stateful(Protocol):
@@ -68,20 +85,52 @@ class Checkpoint:
                      finished=bool(finished), rng=rng_state(generator))
         atomic_torch_save(self.path, state)
 
-    def load(self, device: torch.device, parts: Iterable[str] = ()) -> dict[str, Any] | None:
+    def load(self, device: torch.device, parts: Iterable[str] | Mapping[str, Stateful] = (),
+             recompute: str | None = None) -> dict[str, Any] | None:
         """The saved state (None without a file), verified: every counter and every part
-        named in `parts` (names, or a mapping of them) is there; `restore` loads them."""
+        named in `parts` is there, and the parts given as modules fit their saved keys and
+        shapes; `restore` loads them.
+
+        `recompute`: what the caller does without a checkpoint ("pretrains from epoch 0"):
+        a bad file is then moved aside, with a warning, and None returned; without it a bad
+        file is a `BadCheckpoint`.
+        """
         if not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, map_location=device, weights_only=False)
+            return self._verified(device, parts)
+        except BadCheckpoint as exc:
+            if recompute is None:
+                raise
+            aside = self.move_aside()
+            log.warning("%s; moved it to %s and %s", exc.problem, aside, recompute)
+            return None
+
+    def move_aside(self) -> Path:
+        """Rename the file out of the way (never deleted: it may be wanted for a bug report)."""
+        if not self.path.exists():
+            return self.path
+        aside = self.path.with_name(f"{self.path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.path.replace(aside)
+        return aside
+
+    def _verified(self, device: torch.device, parts: Iterable[str] | Mapping[str, Stateful]) -> dict:
+        try:  # weights_only: tensors, numbers, strings and containers; never arbitrary objects
+            with warnings.catch_warnings():  # torch's remarks on a foreign pickle: the error says it
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(self.path, map_location=device, weights_only=True)
         except Exception as exc:  # a torn or foreign file: torch raises many kinds
-            raise UserError(f"the checkpoint {self.path} cannot be read ({type(exc).__name__}: "
-                            f"{exc}); move it away to start that run again") from exc
+            detail = " ".join(str(exc).split())[:200]
+            raise BadCheckpoint(self.path, f"cannot be read ({type(exc).__name__}: {detail})") from None
         missing = [k for k in (*COUNTERS, *parts) if not isinstance(state, dict) or k not in state]
         if missing:
-            raise UserError(f"the checkpoint {self.path} lacks {', '.join(missing)}: it was not "
-                            f"written by this run's code; move it away to start that run again")
+            raise BadCheckpoint(self.path, f"lacks {', '.join(missing)}: it was not written by this "
+                                           f"run's code")
+        if isinstance(parts, Mapping):
+            for name, part in parts.items():
+                misfit = _misfit(part, state[name])
+                if misfit:
+                    raise BadCheckpoint(self.path, f"does not fit this run's {name} ({misfit})")
         return state
 
     def restore(self, state: dict[str, Any], parts: Mapping[str, Stateful],
@@ -96,10 +145,28 @@ class Checkpoint:
                 part.load_state_dict(state[name])
             except (RuntimeError, KeyError, ValueError) as exc:
                 detail = " ".join(str(exc).split())[:300] or type(exc).__name__
-                raise UserError(f"the checkpoint {self.path} does not fit this run's {name} "
-                                f"({detail}); move it away to start that run again") from exc
+                raise BadCheckpoint(self.path, f"does not fit this run's {name} ({detail})") from exc
         if generator is not None:
             set_rng_state(generator, state["rng"])
+
+
+def _misfit(part: Stateful, saved: Any) -> str:
+    """Why the saved state of a module cannot be loaded into it ('' when it can)."""
+    if not isinstance(part, torch.nn.Module):
+        return ""  # optimisers and schedules: checked by their own load_state_dict
+    if not isinstance(saved, Mapping):
+        return "not a state dict"
+    expected = part.state_dict()
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    if missing or unexpected:
+        return f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+    for key, value in expected.items():
+        other = saved[key]
+        if not isinstance(other, torch.Tensor) or other.shape != value.shape:
+            shape = tuple(other.shape) if isinstance(other, torch.Tensor) else type(other).__name__
+            return f"{key}: saved {shape}, the model has {tuple(value.shape)}"
+    return ""
 
 
 def keep_logged_epochs(path: Path, last_epoch: int) -> None:

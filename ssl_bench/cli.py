@@ -26,17 +26,30 @@ from ssl_bench.distributed import add_rank_overrides, context
 from ssl_bench.errors import UserError
 from ssl_bench.interrupts import stop_cleanly
 from ssl_bench.leaderboard import format_summary, read
+from ssl_bench.paths import register_resolvers, resolve_path
 from ssl_bench.run import run
 from ssl_bench.runlog import git_sha
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("ssl_bench")
+register_resolvers()  # ${ssl_path:...} and ${run_tag:} in the Hydra output folders
 
 
-def _fail(message: str) -> NoReturn:
-    """A problem the user can fix: one clear message, no traceback, exit status 2."""
-    log.error("%s", message)
-    print(f"ssl-bench: error: {message}", file=sys.stderr)
+def _prog() -> str:
+    """The command's name as the user typed it (`python -m ssl_bench` is `ssl-bench`)."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("ssl-bench") else "ssl-bench"
+
+
+def _fail(message: str, logged: bool = True) -> NoReturn:
+    """A problem the user can fix: one clear message, no traceback, exit status 2.
+
+    Inside a job the message also goes to the job's log file (`logged`); before any job
+    (the configuration check) there is no log file yet, and one line on stderr is all.
+    """
+    if logged:
+        log.error("%s", message)
+    print(f"{_prog()}: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -66,18 +79,55 @@ def check_writable(folder: Path, what: str) -> None:
             pass
     except OSError as exc:
         _fail(f"cannot write to {what} {folder} ({exc.strerror or exc}); choose a writable folder "
-              f"(e.g. paths.runs_dir=/some/where) or free some space")
+              f"(e.g. paths.runs_dir=/some/where) or free some space", logged=False)
+
+
+def validate_config(config: DictConfig) -> None:
+    """The whole configuration checked against `ssl_bench.schema`; a problem ends the command."""
+    from ssl_bench.schema import Config, SearchConfig, validate
+
+    try:
+        validate(config, SearchConfig if "search" in config else Config)
+    except UserError as exc:
+        _fail(str(exc), logged=False)
+
+
+def sweep_configs(config: DictConfig) -> Iterator[DictConfig]:
+    """The configuration of every job a sweep will run, composed as its launcher will."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task_overrides = list(config.hydra.overrides.task)
+    params = config.hydra.sweeper.get("params") or {}
+    task_overrides += [f"{key}={value}" for key, value in params.items()]
+    parsed = OverridesParser.create().parse_overrides(task_overrides)
+    loader = GlobalHydra.instance().config_loader()
+    for batch in BasicSweeper.split_arguments(parsed, None):
+        for overrides in batch:
+            yield loader.load_sweep_config(config, list(overrides))
 
 
 class OutputCheck(Callback):
-    """Checks the output folders before Hydra creates any run folder in them."""
+    """Checks the configuration and the output folders before Hydra creates any run folder.
+
+    A sweep's jobs are all checked first, so a bad value in its fifth job does not cost the
+    first four (nor leave their folders behind).
+    """
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
-        check_writable(Path(config.paths.runs_dir), "paths.runs_dir")
-        check_writable(Path(config.leaderboard.path).parent, "the leaderboard's folder")
+        validate_config(config)
+        self._check_outputs(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
-        self.on_run_start(config)
+        for job in sweep_configs(config):
+            validate_config(job)
+        self._check_outputs(config)
+
+    @staticmethod
+    def _check_outputs(config: DictConfig) -> None:
+        check_writable(resolve_path(config.paths.runs_dir), "paths.runs_dir")
+        check_writable(resolve_path(config.leaderboard.path).parent, "the leaderboard's folder")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

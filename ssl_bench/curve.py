@@ -18,7 +18,9 @@ import pandas as pd
 
 from ssl_bench.interrupts import interruptible
 from ssl_bench.leaderboard import read
+from ssl_bench.paths import argument_path
 from ssl_bench.runlog import atomic_write_bytes
+from ssl_bench.schema import positive_number
 from ssl_bench.stats import MAIN_PROTOCOL, main_rows
 
 BASELINES = ("random", "supervised")
@@ -114,10 +116,13 @@ def plot(curve: pd.DataFrame, base: pd.DataFrame, path: Path, task: str) -> None
 @interruptible("ssl-bench-curve")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ssl-bench-curve", description=__doc__.splitlines()[0])
-    parser.add_argument("--path", default="runs/curve/leaderboard.csv", help="leaderboard CSV")
-    parser.add_argument("--out", default=None, help="folder for pretrain_curve.{md,png} (default: the CSV's)")
+    parser.add_argument("--path", type=argument_path, default="runs/curve/leaderboard.csv",
+                        help="leaderboard CSV")
+    parser.add_argument("--out", type=argument_path, default=None,
+                        help="folder for pretrain_curve.{md,png} (default: the CSV's)")
     parser.add_argument("--task", default="rotation")
-    parser.add_argument("--tolerance", type=float, default=1.0, help="points; 'doubling gains less'")
+    parser.add_argument("--tolerance", type=positive_number, default=1.0,
+                        help="points; 'doubling gains less'")
     args = parser.parse_args(argv)
     path = Path(args.path)
     if not path.exists():

@@ -25,14 +25,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench import distributed
 from ssl_bench.backbone import ConvBackbone
+from ssl_bench.checkpoint import BadCheckpoint
 from ssl_bench.data import DataSplits, load_data
 from ssl_bench.device import resolve_device, resolve_precision
 from ssl_bench.errors import UserError, instantiate
 from ssl_bench.evaluate import evaluate, evaluate_scratch, recalibrate_batchnorm
 from ssl_bench.leaderboard import append_rows
 from ssl_bench.leaderboard import read as read_leaderboard
+from ssl_bench.paths import normalize_paths
 from ssl_bench.probes import probe_protocols, run_probes
 from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, cache_entry, git_sha, now_iso
+from ssl_bench.schema import validate
 from ssl_bench.tasks import build_task
 from ssl_bench.train import PretrainResult, load_pretrained, pretrain
 from ssl_bench.versions import PRETRAIN_VERSION, RESULTS_HISTORY, RESULTS_VERSION, identity_field
@@ -129,16 +132,6 @@ def older_versions(leaderboard: pd.DataFrame, cfg: DictConfig, ctx: distributed.
     return [v for v in range(1, RESULTS_VERSION) if make_run_id(cfg, ctx, v) in ids]
 
 
-def check_budget(eval_cfg: DictConfig) -> None:
-    """The evaluation budget's settings, checked before any data is loaded or trained."""
-    if not float(eval_cfg.budget_scale) > 0:
-        raise UserError(f"eval.budget_scale={eval_cfg.budget_scale} must be a positive number "
-                        "(1 for the leaderboard, 2 for the convergence check)")
-    if eval_cfg.bn_recalibrate and not int(eval_cfg.bn_recalibrate_images) > 0:
-        raise UserError(f"eval.bn_recalibrate_images={eval_cfg.bn_recalibrate_images} must be a "
-                        "positive number of unlabeled images")
-
-
 def eval_data_config(cfg: DictConfig) -> DictConfig:
     """The data set the evaluator uses: `eval.data` when set (transfer), else `data`."""
     eval_data = cfg.eval.get("data")
@@ -183,12 +176,18 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
     folder = pretrain_dir(cfg, ctx)
     task = build_task(cfg.task.module, backbone, data, device)
     with cache_entry(folder, "this pretraining", pretrain_identity(cfg, ctx), "pretrain.json",
-                     writer=ctx.is_main) as entry:
+                     writer=ctx.is_main, result_type=PretrainResult) as entry:
         if distributed.broadcast(entry.record is not None):  # rank 0's reading decides
-            result = PretrainResult(**entry.record["result"])
-            load_pretrained(folder, backbone, task, device, result)
-            log.info("reusing the finished pretraining in %s (%.0fs when it ran)", folder, result.seconds)
-            return result, True, folder
+            try:
+                load_pretrained(folder, backbone, task, device, entry.result)
+                log.info("reusing the finished pretraining in %s (%.0fs when it ran)", folder,
+                         entry.result.seconds)
+                return entry.result, True, folder
+            except BadCheckpoint as exc:  # verified before any weight is loaded
+                if ctx.active:  # every process must take the same way: stop, with the message
+                    raise
+                entry.discard(exc.problem, "pretrains again")
+                exc.checkpoint.move_aside()
         result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.train.seed),
                           cfg.channels_last, cfg.progress, cfg.precision)
         entry.finish(asdict(result))
@@ -202,6 +201,8 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     present for it are not computed again, and a finished (or half-done) pretraining with
     the same settings is reused (or resumed) from the pretraining cache.
     """
+    validate(cfg)  # the CLI checked it already; callers of the API get the same check
+    normalize_paths(cfg)  # every path below means the file the user meant (~, $VARS, cwd)
     started_at, t0 = now_iso(), time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +212,6 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     if cfg.deterministic:
         make_deterministic()
     cfg.precision = resolve_precision(cfg.precision, device)  # identities hold the resolved one
-    check_budget(cfg.eval)
     seed = int(cfg.seed)
     pretrain_seed = int(cfg.train.seed) if cfg.task.pretrain else seed
     # everything not drawn from an explicit generator (e.g. head initialisation) follows the
@@ -256,6 +256,8 @@ def _write_run_files(cfg: DictConfig, run_dir: Path, ctx: distributed.Context, d
     """The run folder's resolved config and metadata (git sha, seed, machine), before any work."""
     sha = git_sha()
     meta = {"run_id": run_id, "git_sha": sha, "seed": int(cfg.seed), "device": str(device),
+            "threads": torch.get_num_threads(), "channels_last": bool(cfg.channels_last),
+            "deterministic": bool(cfg.deterministic), "precision": cfg.precision,
             "processes": ctx.world, "torch": torch.__version__, "python": platform.python_version(),
             "host": platform.node(), "started_at": started_at}
     if ctx.is_main:

@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -155,25 +156,42 @@ def folder_lock(folder: Path, what: str) -> Iterator[None]:
 class CacheEntry:
     """One cached computation in its own folder (a pretraining, a search): see `cache_entry`."""
 
-    def __init__(self, folder: Path, done_name: str, writer: bool) -> None:
+    def __init__(self, folder: Path, done_name: str, writer: bool, result_type: type | None = None) -> None:
         self.folder, self.done, self.writer = folder, folder / done_name, writer
+        self.result_type = result_type
+        self.result: Any = None  # the finished record's result, as a `result_type`
         self.record: dict[str, Any] | None = self._read()
 
     def _read(self) -> dict[str, Any] | None:
-        """The finished record, verified: an unreadable or incomplete one counts as not
-        finished (the computation resumes from its own checkpoint), with a warning."""
+        """The finished record, verified: an unreadable or incomplete one, or a result that
+        is not a `result_type` (keys and types), counts as not finished (the computation
+        resumes from its own checkpoint), with a warning."""
         if not self.done.exists():
             return None
         try:
             record = json.loads(self.done.read_text())
             if not isinstance(record, dict) or not isinstance(record.get("result"), dict):
                 raise ValueError("no 'result' object")
-        except (OSError, ValueError) as exc:
+            if self.result_type is not None:
+                from pydantic import TypeAdapter
+
+                self.result = TypeAdapter(self.result_type).validate_python(record["result"])
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             logging.getLogger("ssl_bench").warning(
                 "ignoring %s (%s): the computation runs again and resumes from its checkpoint",
-                self.done, exc)
+                self.done, " ".join(str(exc).split())[:300])
             return None
         return record
+
+    def discard(self, problem: str, then: str) -> None:
+        """A finished record whose outputs turned out bad: moved aside (kept for a look), so
+        the computation runs again; `problem` and `then` go into the warning."""
+        aside = self.done.with_name(f"{self.done.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+        if self.writer:
+            self.done.replace(aside)
+        logging.getLogger("ssl_bench").warning("%s; moved %s to %s and %s", problem, self.done.name,
+                                               aside.name, then)
+        self.record, self.result = None, None
 
     def finish(self, result: dict[str, Any]) -> None:
         """Mark the computation finished with its `result` (and the code and time it ran with)."""
@@ -183,7 +201,7 @@ class CacheEntry:
 
 @contextmanager
 def cache_entry(folder: Path, what: str, identity: dict[str, Any], done_name: str,
-                writer: bool = True) -> Iterator[CacheEntry]:
+                writer: bool = True, result_type: type | None = None) -> Iterator[CacheEntry]:
     """The cache folder of one computation, locked for the block.
 
     The one implementation behind the pretraining and the search caches: the folder is
@@ -191,12 +209,13 @@ def cache_entry(folder: Path, what: str, identity: dict[str, Any], done_name: st
     twice), `entry.record` holds the finished record when there is one, and otherwise the
     identity goes to `config.yaml` before any work, so a half-done folder says what it is.
     `writer=False` (ranks > 0 under torchrun) reads but neither locks nor writes.
+    `result_type` (a dataclass) is what the finished record's result must be.
     """
     if writer:
         folder.mkdir(parents=True, exist_ok=True)
     lock = folder_lock(folder, what) if writer else contextlib.nullcontext()
     with lock:
-        entry = CacheEntry(folder, done_name, writer)
+        entry = CacheEntry(folder, done_name, writer, result_type)
         if entry.record is None and writer:
             from omegaconf import OmegaConf
 

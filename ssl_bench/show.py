@@ -21,6 +21,7 @@ from ssl_bench.data import load_data
 from ssl_bench.data.augment import to_float
 from ssl_bench.errors import UserError, instantiate
 from ssl_bench.interrupts import stop_cleanly
+from ssl_bench.paths import normalize_paths
 from ssl_bench.tasks import build_task
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def render_panels(rows: list[list[tuple[torch.Tensor, str]]], path: Path, mean: 
 
 def show(cfg: DictConfig) -> Path:
     """Render `cfg.show.num_images` examples of the configured task's batch."""
+    normalize_paths(cfg)
     if not cfg.task.pretrain:
         raise UserError(f"task={cfg.task.name} has no pretext batches to show; pick a pretext task")
     data = load_data(cfg.data)

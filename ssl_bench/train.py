@@ -25,10 +25,9 @@ from tqdm.auto import tqdm
 from ssl_bench import distributed
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.batching import index_batches
-from ssl_bench.checkpoint import Checkpoint, keep_logged_epochs
+from ssl_bench.checkpoint import BadCheckpoint, Checkpoint, keep_logged_epochs
 from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.imageset import DataSplits
-from ssl_bench.errors import UserError
 from ssl_bench.loop import Step, to_memory_format, train_steps
 from ssl_bench.optim import make_optimizer, make_schedule
 from ssl_bench.runlog import append_jsonl
@@ -98,9 +97,9 @@ def load_pretrained(folder: Path, backbone: ConvBackbone, task: PretextTask, dev
     parts = {"backbone": backbone, "task": task}
     state = checkpoint.load(device, parts)
     if state is None or int(state["epoch"]) != result.epochs or state.get("finished") is False:
-        found = "no checkpoint" if state is None else f"the checkpoint of epoch {state['epoch']}"
-        raise UserError(f"the finished pretraining in {folder} has {found}, not that of its last "
-                        f"epoch ({result.epochs}); move the folder away to pretrain again")
+        found = "is missing" if state is None else f"is that of epoch {state['epoch']}"
+        raise BadCheckpoint(checkpoint.path, f"{found}, not that of the last epoch ({result.epochs}) "
+                                             f"of the finished pretraining")
     checkpoint.restore(state, parts)
 
 
@@ -156,7 +155,8 @@ def pretrain(backbone: ConvBackbone, task: PretextTask, data: DataSplits, cfg: D
     phases = task.phases(backbone)
     aug_gen = torch.Generator(device=device).manual_seed(derive(seed, "augment"))
     checkpoint = Checkpoint(run_dir / "checkpoint.pt")
-    state = checkpoint.load(device, {"backbone": backbone, "task": task})
+    state = checkpoint.load(device, {"backbone": backbone, "task": task},
+                            recompute="pretrains from epoch 0")
     done_epochs = state["epoch"] if state else 0
     if state:
         log.info("resuming pretraining from %s after epoch %d", checkpoint.path, done_epochs)

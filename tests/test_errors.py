@@ -103,10 +103,13 @@ def test_train_and_test_with_different_classes(tmp_path):
                         "must hold the same class folders")
 
 
-@pytest.mark.parametrize("ks", ["[5,1000]", "[0,5]", "[-3]"])
-def test_k_out_of_range(tmp_path, ks):
+@pytest.mark.parametrize("ks, fragment", [
+    ("[5,1000]", "must be in 1.."),  # too many for the data set: known once it is loaded
+    ("[0,5]", "eval.labels_per_class[0]=0 is not allowed: must be at least 1"),  # the schema
+    ("[-3]", "eval.labels_per_class[0]=-3 is not allowed")])
+def test_k_out_of_range(tmp_path, ks, fragment):
     res = _cli(tmp_path, "data=synthetic", f"eval.labels_per_class={ks}")
-    _assert_clear_error(res, "eval.labels_per_class", "1..")
+    _assert_clear_error(res, fragment)
 
 
 @pytest.mark.parametrize("task, size, fragment", [
@@ -129,8 +132,8 @@ def test_unwritable_output_folder(tmp_path):
 
 
 @pytest.mark.parametrize("override, fragment", [
-    ("eval.budget_scale=0", "eval.budget_scale=0 must be a positive number"),
-    ("precision=fp16", "precision must be auto or one of"),
+    ("eval.budget_scale=0", "eval.budget_scale=0 is not allowed: must be greater than 0"),
+    ("precision=fp16", "precision='fp16' is not allowed: must be 'auto', 'fp32' or 'bf16'"),
 ])
 def test_bad_budget_or_precision_is_refused_before_any_work(tmp_path, override, fragment):
     res = _cli(tmp_path, override)
@@ -145,9 +148,10 @@ def buggy_backbone(**settings):
 
 
 @pytest.mark.parametrize("override, fragments", [
-    ("+task.module.num_rotatoins=4", ("RotationTask has no setting num_rotatoins", "angles")),
-    ("task.module.angles=[0]", ("task.module.angles must be 2+ distinct multiples of 90",)),
-    ("train.schedule.name=linear", ("schedule must be cosine, step or constant", "linear"))])
+    ("+task.module.num_rotatoins=4", ("task.module.num_rotatoins is not a setting", "angles")),
+    ("task.module.angles=[0]", ("task.module.angles=[0] is not allowed: must have at least 2",)),
+    ("train.schedule.name=linear", ("train.schedule.name='linear' is not allowed",
+                                    "'cosine', 'step' or 'constant'"))])
 def test_configuration_mistakes_are_messages(tmp_path, override, fragments):
     _assert_clear_error(_cli(tmp_path, "data=synthetic", "task=rotation", override), *fragments)
 
@@ -162,3 +166,38 @@ def test_a_bug_inside_a_target_keeps_its_traceback(tmp_path):
     assert res.returncode not in (0, 2), res.stderr[-3000:]
     assert "Traceback" in res.stderr and "TypeError" in res.stderr, res.stderr[-3000:]
     assert "buggy_backbone" in res.stderr and "ssl-bench: error:" not in res.stderr
+
+
+@pytest.mark.parametrize("sweep, fragment", [
+    ("seed=0,abc", "seed='abc' is not allowed: must be a whole number"),
+    ("eval.labels_per_class=[5],[0]", "eval.labels_per_class[0]=0 is not allowed"),
+])
+def test_a_sweep_with_one_bad_job_runs_none_of_them(tmp_path, sweep, fragment):
+    """Every job of a sweep is checked before the first one starts: the good jobs do not
+    run, and no sweep folder, cache or leaderboard is left behind."""
+    res = subprocess.run(
+        [sys.executable, "-m", "ssl_bench", "-m", *QUICK, "data=synthetic", sweep,
+         f"paths.runs_dir={tmp_path / 'runs'}", f"paths.cache_dir={tmp_path / 'cache'}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    _assert_clear_error(res, fragment)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("command, fragment", [
+    (["ssl-bench-show", "data=synthetic", "show.num_images=0"],
+     "ssl-bench-show: error: show.num_images=0 is not allowed: must be at least 1"),
+    (["ssl-bench-search", "data=synthetic", "search=smoke", "search.network.nodes=0"],
+     "ssl-bench-search: error: search.network.nodes=0 is not allowed: must be at least 1"),
+    (["ssl-bench-perf", "--quick", "--parts", "a", "train.batch_size=0"],
+     "ssl-bench-perf: error: train.batch_size=0 is not allowed: must be at least 2"),
+    (["ssl-bench-perf", "--quick", "--steps", "0"], "argument --steps: '0' is not a whole number >= 1"),
+    (["ssl-bench-curve", "--tolerance", "-1"], "argument --tolerance: '-1' is not a number > 0"),
+])
+def test_every_command_checks_its_settings_first(tmp_path, command, fragment):
+    """The installed commands, as a user types them (each names itself in its message)."""
+    name, *args = command
+    runs = [] if name in ("ssl-bench-perf", "ssl-bench-curve") else [f"paths.runs_dir={tmp_path / 'runs'}"]
+    res = subprocess.run([str(Path(sys.executable).parent / name), *args, *runs], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    _assert_clear_error(res, fragment)
+    assert not (tmp_path / "runs").exists()

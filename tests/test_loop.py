@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench.checkpoint import Checkpoint
+from ssl_bench.checkpoint import BadCheckpoint, Checkpoint
 from ssl_bench.errors import NonFiniteLossError, UserError
 from ssl_bench.loop import Step, train_steps
 from ssl_bench.methods import pretrained_methods
@@ -98,14 +98,40 @@ def test_an_unreadable_or_foreign_checkpoint_is_refused_in_one_line_and_kept(tmp
     assert path.read_bytes() == before
 
 
-def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("saved", [nn.Linear(3, 2), nn.Sequential(nn.Linear(3, 1))])
+def test_a_checkpoint_of_another_model_is_refused_before_loading(tmp_path, saved):
+    """Other shapes or other keys: found by `load`, before `restore` changes any weight."""
     checkpoint = Checkpoint(tmp_path / "checkpoint.pt")
-    checkpoint.save({"model": nn.Linear(3, 2)}, torch.Generator(), epoch=1, step=1, seconds=0.0,
-                    finished=True)
-    state = checkpoint.load(CPU, {"model": nn.Linear(3, 1)})
-    with pytest.raises(UserError, match="does not fit this run's model") as info:
-        checkpoint.restore(state, {"model": nn.Linear(3, 1)})
-    assert "\n" not in str(info.value) and "size mismatch" in str(info.value)
+    checkpoint.save({"model": saved}, torch.Generator(), epoch=1, step=1, seconds=0.0, finished=True)
+    model = nn.Linear(3, 1)
+    before = [t.clone() for t in model.state_dict().values()]
+    with pytest.raises(BadCheckpoint, match="does not fit this run's model") as info:
+        checkpoint.load(CPU, {"model": model})
+    assert "\n" not in str(info.value) and ("saved (2, 3)" in str(info.value) or "missing" in str(info.value))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.state_dict().values()))
+
+
+@pytest.mark.parametrize("content", [b"\x80garbage", "torn", "other-model"])
+def test_a_bad_cache_checkpoint_is_moved_aside_and_recomputed(tmp_path, caplog, content):
+    """For a cache (pretraining, search), a bad file is kept under another name, the caller
+    is told to start again (None), and the log says so; the file itself is never lost."""
+    path = tmp_path / "checkpoint.pt"
+    if content == "torn":
+        Checkpoint(path).save({"model": nn.Linear(3, 1)}, torch.Generator(), epoch=1, step=1,
+                              seconds=0.0, finished=False)
+        path.write_bytes(path.read_bytes()[:200])
+    elif content == "other-model":
+        Checkpoint(path).save({"model": nn.Linear(5, 1)}, torch.Generator(), epoch=1, step=1,
+                              seconds=0.0, finished=False)
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    with caplog.at_level("WARNING"):
+        state = Checkpoint(path).load(CPU, {"model": nn.Linear(3, 1)}, recompute="starts from epoch 0")
+    assert state is None and not path.exists()
+    (aside,) = tmp_path.glob("checkpoint.pt.bad-*")
+    assert aside.read_bytes() == before
+    assert "moved it to" in caplog.text and "starts from epoch 0" in caplog.text
 
 
 @pytest.mark.parametrize("method", [m for m in pretrained_methods()])
@@ -136,19 +162,28 @@ def test_an_unbuilt_task_is_a_programming_error_not_a_user_error(make_cfg, tiny_
                  tmp_path, CPU, 0, progress=False)
 
 
-def test_a_finished_pretraining_with_an_earlier_checkpoint_is_refused_and_kept(make_cfg, tmp_path):
+def test_a_finished_pretraining_with_a_bad_checkpoint_is_kept_aside_and_pretrained_again(
+        make_cfg, tmp_path, caplog):
     """`pretrain.json` says finished, but the checkpoint is of an earlier epoch (a copied or
-    restored folder): loading it would evaluate half-trained weights as the finished ones."""
+    restored folder): loading it would evaluate half-trained weights as the finished ones.
+    The pretraining is a cache entry, so both files are moved aside (kept) and it runs again,
+    to the same weights (CPU runs repeat exactly)."""
     common = ("profile=smoke", "data=synthetic", "data.num_train=500", "data.num_test=200",
               "train.batch_size=32", "train.steps_per_epoch=2", "train.epochs=2",
               "train.pretext_eval_images=100", "eval.min_steps=5", "eval.max_steps=5",
               "eval.probes.enabled=false", "eval.labels_per_class=[5]", "train.seed=0")
     run(make_cfg(*common, "seed=0"), tmp_path / "run0")
     (folder,) = (tmp_path / "runs" / "pretrain").iterdir()
-    state = torch.load(folder / "checkpoint.pt", weights_only=False)
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)
+    trained = state["backbone"]
     state["epoch"] = 1
     torch.save(state, folder / "checkpoint.pt")
     before = (folder / "checkpoint.pt").read_bytes()
-    with pytest.raises(UserError, match="not that of its last epoch"):
-        run(make_cfg(*common, "seed=1"), tmp_path / "run1")
-    assert (folder / "checkpoint.pt").read_bytes() == before
+    with caplog.at_level("WARNING"):
+        rows = run(make_cfg(*common, "seed=1"), tmp_path / "run1")
+    assert rows and "is that of epoch 1, not that of the last epoch (2)" in caplog.text
+    assert "pretrains again" in caplog.text
+    (aside,) = folder.glob("checkpoint.pt.bad-*")
+    assert aside.read_bytes() == before and list(folder.glob("pretrain.json.bad-*"))
+    again = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert again["epoch"] == 2 and all(torch.equal(trained[k], again["backbone"][k]) for k in trained)

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from ssl_bench.cli import CONF_DIR
 from ssl_bench.leaderboard import COLUMNS, KEY, append_rows, read
+from ssl_bench.paths import resolve_path
 from ssl_bench.run import wanted_rows
 from ssl_bench.runlog import atomic_write_bytes, folder_lock, replacing
 from tests.conftest import PROJECT_ROOT
@@ -148,9 +149,11 @@ def test_slurm_launcher_config_composes_with_the_documented_settings():
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert {k: launcher[k] for k in SLURM_DOCUMENTED} == SLURM_DOCUMENTED
     assert list(launcher.setup) == ["export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK"]
-    # logs and results next to the sweep, under paths.runs_dir (the shared file system)
-    assert launcher.submitit_folder.startswith(f"{cfg.paths.runs_dir}/benchmark/")
-    assert cfg.hydra.sweep.dir.startswith(f"{cfg.paths.runs_dir}/benchmark/")
+    # logs and results next to the sweep, under paths.runs_dir (the shared file system),
+    # made absolute as every path setting is (ssl_bench.paths)
+    runs_dir = resolve_path(cfg.paths.runs_dir)
+    assert launcher.submitit_folder.startswith(f"{runs_dir}/benchmark/")
+    assert cfg.hydra.sweep.dir.startswith(f"{runs_dir}/benchmark/")
     assert cfg.device == "auto"
     assert len(cfg.hydra.sweeper.params.task.split(",")) * len(cfg.hydra.sweeper.params.seed.split(",")) \
         == launcher.array_parallelism  # the whole benchmark runs at once

@@ -18,6 +18,7 @@ from ssl_bench.data import load_data
 from ssl_bench.device import resolve_device, resolve_precision
 from ssl_bench.errors import UserError
 from ssl_bench.interrupts import stop_cleanly
+from ssl_bench.paths import argument_path
 from ssl_bench.perf.conventional import conventional_images
 from ssl_bench.perf.measure import (
     Sizes,
@@ -30,6 +31,7 @@ from ssl_bench.perf.measure import (
 )
 from ssl_bench.perf.results import Recorder, markdown_table, write_outputs
 from ssl_bench.perf.steps import DEFAULT_DATA_ROOT, SEED, TASKS, compose_config, data_overrides
+from ssl_bench.schema import count, positive_int, validate
 
 PARITY_NOTES = [
     "Both pipelines feed the same model, head, loss, optimiser and step code (`Trainer`); "
@@ -61,23 +63,25 @@ PARITY_NOTES = [
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ssl-bench-perf", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
+    p.add_argument("--data-root", type=argument_path, default=DEFAULT_DATA_ROOT,
                    help="CIFAR-10 (image folder or torchvision files); synthetic data when missing")
-    p.add_argument("--out", default="runs/perf.csv", help="CSV path; the Markdown table goes next to it")
+    p.add_argument("--out", type=argument_path, default="runs/perf.csv",
+                   help="CSV path; the Markdown table goes next to it")
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds): for tests, not for numbers")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated pretext tasks")
     p.add_argument("--parts", default="abcdefg",
                    help="which measurements: a (batch build share), b (vs conventional), c (evaluator), "
                         "d (FLOP/s), e (memory), f (fp32 vs bf16), g (one job vs one per core)")
-    p.add_argument("--steps", type=int, default=None, help="timed training steps per measurement")
-    p.add_argument("--repeats", type=int, default=None, help="timing windows (median reported)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: train.batch_size (128)")
-    p.add_argument("--workers", type=int, default=2, help="conventional DataLoader workers")
-    p.add_argument("--eval-k", type=int, default=None, help="labels per class for (c) (default 100)")
-    p.add_argument("--eval-steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None, help="timed training steps per measurement")
+    p.add_argument("--repeats", type=positive_int, default=None, help="timing windows (median reported)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: train.batch_size (128)")
+    p.add_argument("--workers", type=count, default=2, help="conventional DataLoader workers")
+    p.add_argument("--eval-k", type=positive_int, default=None, help="labels per class for (c) (default 100)")
+    p.add_argument("--eval-steps", type=positive_int, default=None,
                    help="evaluator steps for (c); default: what the profile gives K")
-    p.add_argument("--memory-k", type=int, default=5000, help="labels per class for (e) (5000 = all)")
+    p.add_argument("--memory-k", type=positive_int, default=5000,
+                   help="labels per class for (e) (5000 = all)")
     p.add_argument("--conventional-source", choices=("auto", "files", "memory"), default="auto",
                    help="files: decode the JPEGs per sample (torchvision ImageFolder); memory: PIL "
                         "images from an in-memory array (torchvision CIFAR10); auto: files when "
@@ -130,10 +134,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _main(args: argparse.Namespace) -> None:
     rec = Recorder()
-    root = Path(args.data_root).expanduser()
+    root = args.data_root
     extra, fallback = data_overrides(root, args.quick, args.overrides)
     base = [*extra, "progress=false", *args.overrides]
     device = resolve_device(args.device)
+    validate(compose_config(base))
     auto_precision = resolve_precision(compose_config(base).precision, device)
     base.append(f"precision={auto_precision}")  # every composed config gets the resolved one
     cfg = compose_config(base)

@@ -16,6 +16,7 @@ from ssl_bench.batching import index_batches
 from ssl_bench.cli import CONF_DIR
 from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.imageset import DataSplits
+from ssl_bench.errors import UserError
 from ssl_bench.loop import Step, train_steps
 from ssl_bench.methods import PRETEXT_TASKS
 from ssl_bench.optim import make_optimizer, make_schedule
@@ -32,9 +33,16 @@ SEED = 0
 
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """The project's composed Hydra config (`conf/config.yaml`) with `overrides`."""
+    """The project's composed Hydra config (`conf/config.yaml`) with `overrides`; an override
+    Hydra cannot apply (a typo, an unknown option) is the user's to fix: a `UserError`."""
+    from hydra.errors import HydraException
+
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        try:
+            return compose("config", overrides=list(overrides))
+        except HydraException as exc:
+            raise UserError(f"cannot apply the overrides {' '.join(overrides)}: "
+                            f"{' '.join(str(exc).split())}") from None
 
 
 def data_overrides(root: Path, quick: bool, user: Sequence[str]) -> tuple[list[str], str | None]:

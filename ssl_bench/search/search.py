@@ -38,7 +38,7 @@ from ssl_bench.loop import Step, to_memory_format, train_steps
 from ssl_bench.run import _data_identity, digest
 from ssl_bench.runlog import append_jsonl, cache_entry, git_sha, now_iso
 from ssl_bench.search.architect import Architect, Batch, SearchModel
-from ssl_bench.search.genotype import CELL_TYPES, Genotype, save_genotype
+from ssl_bench.search.genotype import CELL_TYPES, Genotype, load_genotype, save_genotype
 from ssl_bench.search.model import SearchNetwork, count_parameters
 from ssl_bench.search.plot import plot_alphas
 from ssl_bench.seeds import derive
@@ -206,7 +206,7 @@ def _checkpoint_parts(loop: _SearchLoop) -> dict[str, Any]:
 def _resume_search(loop: _SearchLoop, checkpoint: Checkpoint) -> int:
     """Epochs already done: the checkpoint's state restored (0, and a fresh log, without one)."""
     parts = _checkpoint_parts(loop)
-    state = checkpoint.load(loop.device, parts)
+    state = checkpoint.load(loop.device, parts, recompute="searches from epoch 0")
     if state is None:
         loop.log_path.unlink(missing_ok=True)
         append_jsonl(loop.log_path, {"epoch": 0, "step": 0, **alpha_record(loop.net)})  # the start
@@ -322,12 +322,16 @@ def searched(cfg: DictConfig, device: torch.device, data: DataSplits | None = No
     """
     folder = search_dir(cfg)
     seed = int(cfg.seed)
-    with cache_entry(folder, "this search", search_identity(cfg), "search.json") as entry:
+    with cache_entry(folder, "this search", search_identity(cfg), "search.json",
+                     result_type=SearchResult) as entry:
         if entry.record is not None:
-            result = SearchResult(**entry.record["result"])
-            if Path(result.genotype_path).is_file():
+            result = entry.result
+            try:
+                load_genotype(result.genotype_path)  # the file is there and still its content
                 log.info("reusing the finished search in %s (%.0fs when it ran)", folder, result.seconds)
                 return SearchOutcome(result, True, folder)
+            except UserError as exc:  # written again from the last epoch's checkpoint below
+                entry.discard(str(exc), "writes the genotype again from the search's checkpoint")
         data = data if data is not None else load_data(cfg.data)
         net_cfg = cfg.search.network
         with torch.random.fork_rng(devices=[]):
