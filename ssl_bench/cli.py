@@ -84,10 +84,10 @@ def check_writable(folder: Path, what: str) -> None:
 
 def validate_config(config: DictConfig) -> None:
     """The whole configuration checked against `ssl_bench.schema`; a problem ends the command."""
-    from ssl_bench.schema import Config, SearchConfig, validate
+    from ssl_bench.schema import validate
 
     try:
-        validate(config, SearchConfig if "search" in config else Config)
+        validate(config)
     except UserError as exc:
         _fail(str(exc), logged=False)
 
@@ -98,11 +98,10 @@ def sweep_configs(config: DictConfig) -> Iterator[DictConfig]:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    task_overrides = list(config.hydra.overrides.task)
     params = config.hydra.sweeper.get("params") or {}
-    task_overrides += [f"{key}={value}" for key, value in params.items()]
-    parsed = OverridesParser.create().parse_overrides(task_overrides)
-    loader = GlobalHydra.instance().config_loader()
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    loader = GlobalHydra.instance().config_loader()  # as BasicSweeper.sweep builds its jobs
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
     for batch in BasicSweeper.split_arguments(parsed, None):
         for overrides in batch:
             yield loader.load_sweep_config(config, list(overrides))

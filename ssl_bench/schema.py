@@ -615,9 +615,15 @@ def resolved(cfg: DictConfig) -> dict:
     return values  # type: ignore[return-value]
 
 
-def validate(cfg: DictConfig, model: type[Config] = Config) -> None:
-    """Check `cfg` against `model` and the task's arguments; the first problem as a UserError."""
+def validate(cfg: DictConfig, model: type[Config] | None = None) -> None:
+    """Check `cfg` against `model` and the task's arguments; the first problem as a UserError.
+
+    Without `model`: `SearchConfig` for a configuration with a `search` section (the search
+    and the runs its comparison starts), else `Config`.
+    """
     values = resolved(cfg)
+    if model is None:
+        model = SearchConfig if "search" in values else Config
     _check(model, values)
     if values["eval"].get("data") is not None:
         _check(Data, values["eval"]["data"], ("eval", "data"))

@@ -28,7 +28,7 @@ from ssl_bench.device import resolve_device
 from ssl_bench.interrupts import stop_cleanly
 from ssl_bench.paths import normalize_paths
 from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, git_sha, now_iso
-from ssl_bench.schema import SearchConfig, validate
+from ssl_bench.schema import validate
 from ssl_bench.search.compare import compare
 from ssl_bench.search.search import searched
 
@@ -37,7 +37,7 @@ log = logging.getLogger("ssl_bench")
 
 def search_job(cfg: DictConfig, job_dir: Path) -> dict:
     """One search job: search (or reuse), then optionally the comparison; returns meta."""
-    validate(cfg, SearchConfig)  # the CLI checked it already; callers of the API get the same check
+    validate(cfg)  # the CLI checked it already; callers of the API get the same check
     normalize_paths(cfg)
     started_at, t0 = now_iso(), time.perf_counter()
     job_dir.mkdir(parents=True, exist_ok=True)
