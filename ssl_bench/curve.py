@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ssl_bench.errors import UserError
 from ssl_bench.interrupts import interruptible
 from ssl_bench.leaderboard import read
 from ssl_bench.runlog import atomic_write_bytes
@@ -124,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ssl-bench-curve: error: no leaderboard at {path}; run `make pretrain-curve` first "
               "or pass --path", file=sys.stderr)
         return 2
-    table = read(path)
+    try:
+        table = read(path)
+    except UserError as exc:
+        print(f"ssl-bench-curve: error: {exc}", file=sys.stderr)
+        return 2
     curve = curve_table(table, args.task)
     if curve.empty:
         print(f"ssl-bench-curve: error: {path} has no {MAIN_PROTOCOL} rows of task {args.task}",
