@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from ssl_bench.distributed import add_rank_overrides, context
 from ssl_bench.errors import UserError
 from ssl_bench.interrupts import stop_cleanly
+from ssl_bench.leaderboard import check_writable as check_leaderboard
 from ssl_bench.leaderboard import format_summary, read
 from ssl_bench.paths import register_resolvers, resolve_path
 from ssl_bench.run import run
@@ -126,7 +127,10 @@ class OutputCheck(Callback):
     @staticmethod
     def _check_outputs(config: DictConfig) -> None:
         check_writable(resolve_path(config.paths.runs_dir), "paths.runs_dir")
-        check_writable(resolve_path(config.leaderboard.path).parent, "the leaderboard's folder")
+        try:  # a folder at its path, a folder that refuses the rename, a file that does not read
+            check_leaderboard(resolve_path(config.leaderboard.path))
+        except UserError as exc:
+            _fail(str(exc), logged=False)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ssl_bench.interrupts import interruptible
-from ssl_bench.leaderboard import read
+from ssl_bench.leaderboard import read_or_explain
 from ssl_bench.paths import argument_path
 from ssl_bench.runlog import atomic_write_bytes
 from ssl_bench.schema import positive_number
@@ -125,11 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="points; 'doubling gains less'")
     args = parser.parse_args(argv)
     path = Path(args.path)
-    if not path.exists():
-        print(f"ssl-bench-curve: error: no leaderboard at {path}; run `make pretrain-curve` first "
-              "or pass --path", file=sys.stderr)
+    table = read_or_explain(path, "ssl-bench-curve", "run `make pretrain-curve` first or pass --path")
+    if table is None:
         return 2
-    table = read(path)
     curve = curve_table(table, args.task)
     if curve.empty:
         print(f"ssl-bench-curve: error: {path} has no {MAIN_PROTOCOL} rows of task {args.task}",

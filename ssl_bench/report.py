@@ -27,11 +27,13 @@ from ssl_bench.stats import (
     convergence,
     convergence_status,
     current_rows,
+    duplicates_note,
     main_rows,
     paired_differences,
     prepare,
     results_version,
     summarize,
+    unique_rows,
 )
 
 PROTOCOL_ORDER = [MAIN_PROTOCOL, "linear_probe_conv1", "linear_probe_conv2", "linear_probe_conv3",
@@ -117,6 +119,26 @@ def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> lis
     return lines
 
 
+CHANCE_MARK = "†"
+
+
+def _chance(r: pd.Series) -> str:
+    """The mark after a number whose cell holds a row at chance level."""
+    return CHANCE_MARK if r.get("at_chance", False) else ""
+
+
+def _chance_note(stats: pd.DataFrame) -> list[str]:
+    """The footnote of the † mark, when some cell carries it."""
+    if not stats["at_chance"].any():
+        return []
+    cells = stats[stats["at_chance"]]
+    return [f"{CHANCE_MARK} = at chance level: {len(cells)} cell(s) hold a row whose held-out pretext "
+            "metric or test accuracy is no better than guessing (within max(2 points, 3 binomial "
+            "standard errors) of 100/classes %, `ssl_bench/chance.py`). Such a network most likely "
+            "diverged or learnt nothing: read its numbers as a failure, not a result; the CSV's "
+            "`at_chance` column names the rows (`pretext`, `accuracy` or both).", ""]
+
+
 def _overlap(a: pd.Series, b: pd.Series) -> bool:
     return bool(a["lo"] <= b["hi"] and b["lo"] <= a["hi"])
 
@@ -129,6 +151,7 @@ def _k_block(part: pd.DataFrame) -> list[str]:
         name, mean = str(r["task"]), _num(r["mean"])
         if r["best"]:
             name, mean = f"**{name}**", f"**{mean}**"
+        mean += _chance(r)
         ci = "n/a" if math.isnan(r["ci95"]) else f"[{r['lo']:.2f}, {r['hi']:.2f}]"
         std = "n/a" if r["n"] < 2 else _num(r["std"])
         rows.append([str(r["rank"]), name, mean, std, ci, str(r["n"])])
@@ -182,7 +205,7 @@ def _overview(stats: pd.DataFrame, checks: pd.DataFrame) -> list[str]:
                 c = cell.iloc[0]
                 text = f"{c['mean']:.2f} ± {'n/a' if c['n'] < 2 else _num(c['std'])}"
                 mark = CHECK_MARK[convergence_status(checks, setting, MAIN_PROTOCOL, k, task)]
-                row.append((f"**{text}**" if c["best"] else text) + f" {mark}")
+                row.append((f"**{text}**" if c["best"] else text) + f"{_chance(c)} {mark}")
             rows.append(row)
         lines += [f"### {_setting_label(*setting)}", ""]
         lines += _md_table(["method"] + [f"K={k}" for k in ks], rows, ["l"] + ["r"] * len(ks))
@@ -274,7 +297,7 @@ def _probe_summary(stats: pd.DataFrame) -> list[str]:
                 cell = tpart[tpart["labels_per_class"] == k].sort_values(["mean", "depth"],
                                                                          ascending=[False, True])
                 row.append("–" if cell.empty else
-                           f"{cell.iloc[0]['stage']} ({cell.iloc[0]['mean']:.2f})")
+                           f"{cell.iloc[0]['stage']} ({cell.iloc[0]['mean']:.2f}{_chance(cell.iloc[0])})")
             rows.append(row)
         lines += [f"### {_setting_label(*setting)}", ""]
         lines += _md_table(["method"] + [f"K={k}" for k in ks], rows, ["l"] + ["l"] * len(ks))
@@ -438,6 +461,8 @@ def _interval_scope(df: pd.DataFrame) -> str:
 
 def render_markdown(table: pd.DataFrame) -> str:
     """The whole LEADERBOARD.md text."""
+    duplicates = duplicates_note(table)
+    table = unique_rows(table)
     older = len(table) - len(current_rows(table))
     table = current_rows(table)  # older results versions measured something else
     df = _prepare(table)
@@ -450,6 +475,9 @@ def render_markdown(table: pd.DataFrame) -> str:
         header += [f"{older} row(s) of older results versions stay in the CSV and are left out of "
                    f"everything below (results version {int(results_version(table).max())} is "
                    "reported; `ssl_bench/versions.py` says what each version changed).", ""]
+    if duplicates:
+        header += [duplicates, ""]
+    header += _chance_note(stats)
     lines = (header + _overview(stats, checks) + _paired_section(table)
              + _convergence_section(checks) + _sections(stats) + _probe_summary(stats)
              + _time_section(compute_times(table)))

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_bench import distributed
 from ssl_bench.backbone import ConvBackbone
+from ssl_bench.chance import ACCURACY, at_chance, chance_accuracy, describe, flag
 from ssl_bench.checkpoint import BadCheckpoint
 from ssl_bench.data import DataSplits, load_data
 from ssl_bench.device import resolve_device, resolve_precision
@@ -37,7 +38,7 @@ from ssl_bench.probes import probe_protocols, run_probes
 from ssl_bench.runlog import atomic_write_bytes, atomic_write_json, cache_entry, git_sha, now_iso
 from ssl_bench.schema import validate
 from ssl_bench.tasks import build_task
-from ssl_bench.train import PretrainResult, load_pretrained, pretrain
+from ssl_bench.train import PretrainResult, load_pretrained, pretrain, warn_pretext_at_chance
 from ssl_bench.versions import PRETRAIN_VERSION, RESULTS_HISTORY, RESULTS_VERSION, identity_field
 
 log = logging.getLogger(__name__)
@@ -319,6 +320,7 @@ def _evaluate(cfg: DictConfig, backbone: ConvBackbone, eval_data: DataSplits, de
               main_ks: list[int], done_keys: set, record: Callable[[dict], None]) -> None:
     """The protocol (frozen or from scratch) at the K values still to compute, then the probes."""
     seed = int(cfg.seed)
+    record = with_test_set(record, eval_data)
     if cfg.task.evaluation == "scratch":
         evaluate_scratch(lambda s: build_backbone(cfg.backbone, s), eval_data, cfg.eval, seed,
                          device, cfg.channels_last, cfg.progress, ks=main_ks, on_result=record,
@@ -335,6 +337,13 @@ def _evaluate(cfg: DictConfig, backbone: ConvBackbone, eval_data: DataSplits, de
             record(result)
     else:
         raise UserError(f"task.evaluation must be 'frozen' or 'scratch', got {cfg.task.evaluation!r}")
+
+
+def with_test_set(record: Callable[[dict], None], eval_data: DataSplits) -> Callable[[dict], None]:
+    """`record`, handed each result with the classes and the size of the test set it was
+    measured on: what its chance level depends on (`RowWriter.at_chance`)."""
+    facts = {"num_classes": eval_data.num_classes, "test_images": len(eval_data.test)}
+    return lambda result: record({**facts, **result})
 
 
 @dataclass
@@ -371,9 +380,50 @@ class RowWriter:
             "pretrain_seed": int(cfg.train.seed) if cfg.task.pretrain else None,
             "pretrain_epochs": pretext.epochs if pretext else 0, "precision": cfg.precision,
             "profile": cfg.profile_name, "git_sha": self.sha, "started_at": self.started_at,
-            "finished_at": now_iso(), "run_dir": str(self.run_dir),
+            "finished_at": now_iso(), "run_dir": str(self.run_dir), "at_chance": self.at_chance(result),
         }
+
+    def __post_init__(self) -> None:
+        # a fresh pretraining warned as it ended (train.py); a reused one is warned about here
+        if self.writer and self.reused and self.pretext_at_chance:
+            warn_pretext_at_chance(self.pretext, self.pretrain_folder or Path("."),
+                                   self.cfg.train.optimizer.lr)
+
+    @property
+    def pretext_at_chance(self) -> bool:
+        return self.pretext is not None and self.pretext.at_chance()
+
+    def accuracy_chance(self, result: dict) -> float | None:
+        """Chance accuracy of the result's test set (None if its classes are not known)."""
+        classes = result.get("num_classes")
+        return chance_accuracy(int(classes)) if classes else None
+
+    def at_chance(self, result: dict) -> str:
+        """The row's `at_chance` value (`ssl_bench.chance.flag`): whether the pretraining's
+        held-out metric, the row's test accuracy, both or neither are at chance level."""
+        accuracy = at_chance(result["test_acc"], self.accuracy_chance(result), result.get("test_images"))
+        return flag(self.pretext_at_chance, accuracy)
+
+    def warn_accuracy_at_chance(self, result: dict) -> None:
+        """One warning line: which run, protocol and K, the accuracy against chance, what it
+        likely means and what to try."""
+        protocol = result.get("protocol", self.cfg.eval.protocol)
+        if self.pretext_at_chance:
+            hint = "its pretraining is at chance too: fix that first (train.optimizer.lr, the data)"
+        elif protocol == self.cfg.eval.protocol:
+            hint = (f"try a lower eval.optimizer.lr (now {self.cfg.eval.optimizer.lr}) and check the data "
+                    "and labels")
+        else:
+            hint = "the frozen features separate nothing here; check the data and labels"
+        log.warning("run %s: %s K=%d test accuracy %s is at chance level: the network likely diverged or "
+                    "learnt nothing (or K and the step budget are too small to learn from); %s",
+                    self.run_id, protocol, int(result["labels_per_class"]),
+                    describe(result["test_acc"], self.accuracy_chance(result), result.get("test_images")),
+                    hint)
 
     def record(self, result: dict) -> None:
         if self.writer:
-            append_rows(self.leaderboard, [self.row(result)])
+            row = self.row(result)
+            if ACCURACY in row["at_chance"]:
+                self.warn_accuracy_at_chance(result)
+            append_rows(self.leaderboard, [row])

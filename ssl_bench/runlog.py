@@ -153,6 +153,20 @@ def folder_lock(folder: Path, what: str) -> Iterator[None]:
         lock.release()
 
 
+def _as_result(result_type: type, values: dict[str, Any]) -> Any:
+    """`values` as a `result_type` (a dataclass), keys and types checked; a ValueError that
+    names the first wrong key otherwise."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(result_type).validate_python(values)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        key = ".".join(str(part) for part in first["loc"]) or "result"
+        raise ValueError(f"result.{key}: {first['msg'].lower()}"
+                         f"{f' ({len(exc.errors())} problems)' if len(exc.errors()) > 1 else ''}") from None
+
+
 class CacheEntry:
     """One cached computation in its own folder (a pretraining, a search): see `cache_entry`."""
 
@@ -173,10 +187,8 @@ class CacheEntry:
             if not isinstance(record, dict) or not isinstance(record.get("result"), dict):
                 raise ValueError("no 'result' object")
             if self.result_type is not None:
-                from pydantic import TypeAdapter
-
-                self.result = TypeAdapter(self.result_type).validate_python(record["result"])
-        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+                self.result = _as_result(self.result_type, record["result"])
+        except (OSError, ValueError) as exc:
             logging.getLogger("ssl_bench").warning(
                 "ignoring %s (%s): the computation runs again and resumes from its checkpoint",
                 self.done, " ".join(str(exc).split())[:300])

@@ -24,6 +24,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from ssl_bench.chance import flagged
+
+KEY = ["run_id", "protocol", "labels_per_class"]  # one row of the leaderboard
 SETTING = ["dataset", "pretrain_dataset", "backbone"]  # what one comparison holds fixed
 MAIN_PROTOCOL = "conv3_linear"
 CONVERGENCE_TOLERANCE = 1.0  # points of mean accuracy between budgets B and 2B
@@ -52,9 +55,46 @@ def results_version(table: pd.DataFrame) -> pd.Series:
     return pd.to_numeric(table["results_version"], errors="coerce").fillna(1).astype(int)
 
 
+def unique_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per key (run_id, protocol, K): of rows that share one, the last in the file.
+
+    `append_rows` never writes two rows with one key, but two leaderboards merged by hand
+    can hold both; counting both would weigh that result twice. The last one is the one a
+    later append would have left.
+    """
+    if not set(KEY) <= set(table.columns):
+        return table
+    return table.drop_duplicates(subset=KEY, keep="last")
+
+
+def duplicate_rows(table: pd.DataFrame) -> int:
+    """How many rows `unique_rows` leaves out (the summary and the report say so)."""
+    return len(table) - len(unique_rows(table))
+
+
+def duplicates_note(table: pd.DataFrame) -> str | None:
+    """The sentence the summary and the report add when rows share a key, else None."""
+    n = duplicate_rows(table)
+    if not n:
+        return None
+    return (f"{n} row(s) share their (run_id, protocol, labels_per_class) with a later row of the "
+            "CSV (merged leaderboards?): only the last of each is counted; remove the others from "
+            "the CSV to silence this.")
+
+
+def at_chance_rows(table: pd.DataFrame) -> pd.Series:
+    """Which rows are flagged at chance level (`ssl_bench.chance`); rows from before the
+    `at_chance` column are not."""
+    if "at_chance" not in table.columns:
+        return pd.Series(False, index=table.index)
+    return flagged(table["at_chance"])
+
+
 def current_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the newest results version in the table: rows of older versions measured
-    something else and are never compared with them (they stay in the CSV)."""
+    """Rows of the newest results version in the table, one per key (`unique_rows`): rows
+    of older versions measured something else and are never compared with them (they stay
+    in the CSV)."""
+    table = unique_rows(table)
     if table.empty:
         return table
     version = results_version(table)
@@ -85,22 +125,25 @@ def prepare(table: pd.DataFrame) -> pd.DataFrame:
 
 
 CELL = SETTING + ["protocol", "labels_per_class", "task"]  # one number of a ranking
-SUMMARY_COLUMNS = CELL + ["mean", "std", "n", "ci95", "lo", "hi", "rank", "best"]
+SUMMARY_COLUMNS = CELL + ["mean", "std", "n", "ci95", "lo", "hi", "rank", "best", "at_chance"]
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Per (setting, protocol, K, method): mean, std, seed count, 95% CI (`ci95`, `lo`, `hi`)
-    and the rank within its (setting, protocol, K); `best` marks rank 1.
+    and the rank within its (setting, protocol, K); `best` marks rank 1, `at_chance` a cell
+    with any row at chance level (`ssl_bench.chance`).
 
     The one summary behind the printed table, the report and the search comparison, so they
     cannot disagree on a number. Rows of the convergence check (`eval_budget_scale` > 1)
-    never enter it.
+    never enter it, and rows that share a key count once (`unique_rows`).
     """
     df = prepare(main_rows(table))
     if df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    stats = (df.groupby(CELL, dropna=False)["test_acc"]
-             .agg(mean="mean", std="std", n="count").reset_index())
+    df = df.assign(at_chance=at_chance_rows(df))
+    stats = (df.groupby(CELL, dropna=False)
+             .agg(mean=("test_acc", "mean"), std=("test_acc", "std"), n=("test_acc", "count"),
+                  at_chance=("at_chance", "any")).reset_index())
     stats["n"] = stats["n"].astype(int)
     stats["ci95"] = [t_halfwidth(s, n) for s, n in zip(stats["std"], stats["n"])]
     stats["lo"] = stats["mean"] - stats["ci95"]

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ssl_bench import distributed
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.batching import index_batches
+from ssl_bench.chance import at_chance, describe
 from ssl_bench.checkpoint import BadCheckpoint, Checkpoint, keep_logged_epochs
 from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.imageset import DataSplits
@@ -46,6 +47,14 @@ class PretrainResult:
     train_metric: float
     pretext_metric: float  # on held-out (test) images, no augmentation
     metric_name: str
+    # what guessing scores on the metric (None: not an accuracy, or a record from before
+    # it was kept) and the held-out images it was measured on: `at_chance`
+    chance_level: float | None = None
+    heldout_images: int | None = None
+
+    def at_chance(self) -> bool:
+        """Whether the held-out pretext metric is no better than guessing (`ssl_bench.chance`)."""
+        return at_chance(self.pretext_metric, self.chance_level, self.heldout_images)
 
 
 def steps_per_epoch(num_images: int, batch_size: int, limit: int | None) -> int:
@@ -276,9 +285,21 @@ def _finish(loop: _Loop, data: DataSplits, seed: int, resumed: bool) -> Pretrain
         task.on_pretrain_end(backbone, sample, loop.run_dir)
     backbone.train()
     result = PretrainResult(loop.epoch, loop.step, seconds, loop.loss, loop.metric,
-                            held_out[task.metric_name], task.metric_name)
+                            held_out[task.metric_name], task.metric_name, task.chance_level,
+                            min(int(loop.cfg.pretext_eval_images), len(data.test)))
     log.info("pretraining done: %s", asdict(result))
+    if result.at_chance() and loop.is_main:
+        warn_pretext_at_chance(result, loop.run_dir, loop.cfg.optimizer.lr)
     return result
+
+
+def warn_pretext_at_chance(result: PretrainResult, folder: Path, lr: float) -> None:
+    """One warning line: which pretraining, its metric against chance, what it means, what to try."""
+    log.warning("pretraining %s ended at chance level: held-out %s %s, final loss %.4f; it most likely "
+                "diverged or learnt nothing, and every row evaluated on it is flagged (at_chance=pretext)"
+                "; try a lower train.optimizer.lr (now %s) and check the data", folder.name,
+                result.metric_name, describe(result.pretext_metric, result.chance_level,
+                                             result.heldout_images), result.final_loss, lr)
 
 
 def _last_epoch_record(path: Path) -> dict[str, Any]:

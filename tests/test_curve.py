@@ -12,18 +12,19 @@ def _rows() -> pd.DataFrame:
     # rotation after 1, 2, 4 epochs: +6 then +0.5 at K=20, +3 then +0.8 at K=100
     for epochs, metric, k20, k100 in [(1, 60.0, 40.0, 50.0), (2, 70.0, 46.0, 53.0), (4, 80.0, 46.5, 53.8)]:
         for k, acc in ((20, k20), (100, k100)):
-            rows.append({"task": "rotation", "protocol": "conv3_linear", "labels_per_class": k,
-                         "seed": 0, "test_acc": acc, "pretext_metric": metric,
+            rows.append({"run_id": f"rotation-e{epochs}", "task": "rotation", "protocol": "conv3_linear",
+                         "labels_per_class": k, "seed": 0, "test_acc": acc, "pretext_metric": metric,
                          "pretrain_epochs": epochs, "pretrain_seconds": 100.0 * epochs,
                          "eval_budget_scale": 1.0})
-    rows.append({"task": "rotation", "protocol": "conv3_linear", "labels_per_class": 20, "seed": 0,
-                 "test_acc": 99.0, "pretext_metric": 80.0, "pretrain_epochs": 4,
-                 "pretrain_seconds": 400.0, "eval_budget_scale": 2.0})  # a check row: ignored
+    rows.append({"run_id": "rotation-e4-x2", "task": "rotation", "protocol": "conv3_linear",
+                 "labels_per_class": 20, "seed": 0, "test_acc": 99.0, "pretext_metric": 80.0,
+                 "pretrain_epochs": 4, "pretrain_seconds": 400.0, "eval_budget_scale": 2.0})  # ignored
     for task, acc in (("random", 30.0), ("supervised", 35.0)):
-        rows.append({"task": task, "protocol": "conv3_linear", "labels_per_class": 20, "seed": 0,
-                     "test_acc": acc, "pretext_metric": None, "pretrain_epochs": 0,
+        rows.append({"run_id": task, "task": task, "protocol": "conv3_linear", "labels_per_class": 20,
+                     "seed": 0, "test_acc": acc, "pretext_metric": None, "pretrain_epochs": 0,
                      "pretrain_seconds": 0.0, "eval_budget_scale": 1.0})
-    return pd.DataFrame(rows)
+    # the columns every leaderboard has (`leaderboard.REQUIRED`)
+    return pd.DataFrame(rows).assign(dataset="cifar10", backbone="small")
 
 
 def test_curve_table_and_the_epochs_that_are_enough(tmp_path):

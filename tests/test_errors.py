@@ -201,3 +201,21 @@ def test_every_command_checks_its_settings_first(tmp_path, command, fragment):
                          capture_output=True, text=True, timeout=300)
     _assert_clear_error(res, fragment)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    ("folder", "is a folder, not a leaderboard CSV"),
+    ("text-in-K", "line 2, column labels_per_class: 'twenty' is not a whole number"),
+])
+def test_a_leaderboard_that_cannot_take_rows_is_found_before_any_work(tmp_path, damage, fragment):
+    board = tmp_path / "board.csv"
+    if damage == "folder":
+        board.mkdir()
+    else:
+        board.write_text("run_id,task,dataset,backbone,protocol,labels_per_class,seed,test_acc\n"
+                         "r,rotation,cifar10,small,conv3_linear,twenty,0,50.0\n")
+    before = board.read_bytes() if board.is_file() else None
+    res = _cli(tmp_path, "data=synthetic", f"leaderboard.path={board}")
+    _assert_clear_error(res, fragment)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
+    assert before is None or board.read_bytes() == before

@@ -288,7 +288,8 @@ def test_every_task_reuses_a_finished_pretraining(make_cfg, tmp_path, task):
     assert {name: _fingerprint(folder / name) for name in before} == before
 
 
-@pytest.mark.parametrize("garbage", [b"", b"{not json", b'{"result": 3}'])
+@pytest.mark.parametrize("garbage", [b"", b"{not json", b'{"result": 3}', b'{"result": {"epochs": "two"}}',
+                                     b'{"result": {"epochs": 2, "steps": 10}}'])
 def test_an_unreadable_finished_record_is_not_trusted(make_cfg, tmp_path, garbage, caplog):
     """A torn or edited `pretrain.json` counts as unfinished: the pretraining resumes from its
     checkpoint (all epochs done, so no step is taken) and the record is written again."""

@@ -119,6 +119,14 @@ class PretextTask(nn.Module, ABC):
         """Pretext metrics of a batch; `metric_name` is the primary one (accuracy, percent)."""
         return {"accuracy": (outputs.argmax(1) == targets).float().mean().item() * 100.0}
 
+    @property
+    def chance_level(self) -> float | None:
+        """The primary metric a network that only guesses gets (percent), against which a
+        pretraining that learnt nothing is recognised (`ssl_bench.chance`); None when the
+        metric has no such level (a loss). Classification tasks return 100 / their classes.
+        """
+        return None
+
     def held_out_variants(self) -> dict[str, dict[str, Any]]:
         """Extra settings under which the held-out pretext metrics are also measured, by name
         (attribute -> value, set only for that measurement): shortcut checks, e.g. whether a

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ssl_bench.backbone import ConvBackbone
+from ssl_bench.chance import chance_accuracy
 from ssl_bench.errors import UserError
 from ssl_bench.tasks.base import DataFacts, PretextTask
 
@@ -38,3 +39,7 @@ class ClassificationTask(PretextTask):
 
     def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(backbone(inputs))
+
+    @property
+    def chance_level(self) -> float | None:
+        return chance_accuracy(self.head.out_features) if self.head is not None else None

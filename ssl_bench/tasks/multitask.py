@@ -53,6 +53,11 @@ class MultiTask(PretextTask):
     def forward(self, backbone: ConvBackbone, inputs: dict) -> dict:
         return {m: t(backbone, inputs[m]) for m, t in self.tasks.items()}
 
+    @property
+    def chance_level(self) -> float | None:
+        """The first member's: its metric is the primary one."""
+        return next(iter(self.tasks.values())).chance_level
+
     def member_losses(self, outputs: dict, targets: dict) -> dict[str, torch.Tensor]:
         return {m: t.loss(outputs[m], targets[m]) for m, t in self.tasks.items()}
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench.backbone import ConvBackbone
+from ssl_bench.chance import chance_accuracy
 from ssl_bench.errors import ConfigError
 from ssl_bench.tasks.base import Panel, PretextTask
 from ssl_bench.tasks.patches import (
@@ -113,6 +114,10 @@ class RelativePositionTask(PretextTask):
 
     def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(backbone(inputs))
+
+    @property
+    def chance_level(self) -> float:
+        return chance_accuracy(len(OFFSETS))
 
     def examples(self, images: torch.Tensor, generator: torch.Generator) -> list[list[Panel]]:
         inputs, targets = self.make_batch(images, generator)

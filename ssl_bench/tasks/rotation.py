@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ssl_bench.backbone import ConvBackbone
+from ssl_bench.chance import chance_accuracy
 from ssl_bench.errors import ConfigError
 from ssl_bench.tasks.base import Panel, PretextTask
 
@@ -42,6 +43,10 @@ class RotationTask(PretextTask):
 
     def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(backbone(inputs))
+
+    @property
+    def chance_level(self) -> float:
+        return chance_accuracy(len(self.angles))
 
     def examples(self, images: torch.Tensor, generator: torch.Generator) -> list[list[Panel]]:
         inputs, targets = self.make_batch(images, generator)
