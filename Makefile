@@ -12,7 +12,7 @@ ARGS      ?=
 
 NPROC ?= 2
 
-.PHONY: list-methods setup test test-slow test-all test-real smoke show benchmark converge pretrain-curve benchmark-slurm ddp transfer search search-benchmark leaderboard perf lint clean
+.PHONY: list-methods setup wheel test test-slow test-all test-real smoke show benchmark converge pretrain-curve benchmark-slurm ddp transfer search search-benchmark leaderboard perf lint clean
 
 list-methods:                    ## the method lists the targets use (benchmark, smoke)
 	@echo "TASKS=$(TASKS)"
@@ -32,6 +32,10 @@ $(VENV)/.installed: pyproject.toml
 	esac
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
+
+# build isolation, as the editable install above: the build gets its own setuptools
+wheel: setup                     ## dist/ssl_bench-<version>-py3-none-any.whl, the Hydra configs inside
+	$(BIN)/pip wheel --quiet --no-deps . -w dist
 
 test: setup                      ## fast tier: synthetic data, in-process, at most 5 minutes on 2 cores
 	$(BIN)/python -m pytest -q -m "not slow and not real_data" $(ARGS)

@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from ssl_bench import configs
 from ssl_bench.distributed import add_rank_overrides, context
 from ssl_bench.errors import UserError
 from ssl_bench.interrupts import stop_cleanly
@@ -31,7 +32,8 @@ from ssl_bench.paths import register_resolvers, resolve_path
 from ssl_bench.run import run
 from ssl_bench.runlog import git_sha
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# the config folder on disk (the tests compose from it); Hydra apps take `configs.CONFIG_PATH`
+CONF_DIR = str(configs.files())
 log = logging.getLogger("ssl_bench")
 register_resolvers()  # ${ssl_path:...} and ${run_tag:} in the Hydra output folders
 
@@ -133,7 +135,7 @@ class OutputCheck(Callback):
             _fail(str(exc), logged=False)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base=configs.VERSION_BASE, config_path=configs.CONFIG_PATH, config_name="config")
 def _app(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     with clear_errors("finished rows and checkpoints"):

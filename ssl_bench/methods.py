@@ -8,11 +8,9 @@ a new method is added in one place (its config) plus this list.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from ssl_bench import configs
 
 # the single pretext tasks (each has its own module and a per-sample reference pipeline in
 # perf), their combinations, and the baselines
@@ -24,9 +22,11 @@ METHODS = (*PRETEXT_TASKS, "multitask", "multitask_all", "layerwise", "random", 
 def pretrains(method: str) -> bool:
     """Whether a method pretrains a backbone, as its config says (`pretrain`, default true).
 
-    Read from the task's own file, not composed: the baselines set it there.
+    Read from the task's own file, not composed: the baselines set it there. The file is
+    read as a resource (`configs.files`), so an installed copy finds it inside the package.
     """
-    return bool(OmegaConf.load(CONF_DIR / "task" / f"{method}.yaml").get("pretrain", True))
+    text = (configs.files() / "task" / f"{method}.yaml").read_text(encoding="utf-8")
+    return bool(OmegaConf.create(text).get("pretrain", True))
 
 
 def pretrained_methods() -> tuple[str, ...]:

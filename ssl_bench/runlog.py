@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from filelock import FileLock, Timeout
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from ssl_bench.configs import CHECKOUT
 
 
 @functools.lru_cache(maxsize=1)
@@ -27,13 +27,17 @@ def git_sha() -> str:
     """The project's commit, with `-dirty` when tracked files have uncommitted changes.
 
     Read once per process, when the code has just been imported: in a sweep, later jobs
-    run the code loaded at the start even if the checkout moves on meanwhile.
+    run the code loaded at the start even if the checkout moves on meanwhile. An installed
+    copy has no commit: `unknown` (asking git in site-packages would name the commit of
+    whatever repository the environment happens to sit in).
     """
+    if CHECKOUT is None:
+        return "unknown"
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, check=True,
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CHECKOUT, check=True,
                              capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=PROJECT_ROOT, capture_output=True, text=True,
+                               cwd=CHECKOUT, capture_output=True, text=True,
                                timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -17,12 +17,14 @@ a converted copy; the one allowance is an int where a float is asked for.
 `_target_` sections (data, backbone, task.module) are checked twice: their argument names
 against the target's signature (`errors.instantiate`), and their values here, by the model
 registered for the target in `TARGET_ARGS`. A target of the user's own (a task outside the
-repository) has no model here: its names are checked, its values are its own business.
+repository, README "Your own task outside the repository") has no model here: that it
+imports and its names are checked, its values are its own business.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 import re
 import typing
@@ -570,8 +572,10 @@ def _check_module(module: Mapping | None, prefix: tuple) -> None:
     """A pretext task's own arguments, by its `_target_` (and a multitask's members)."""
     if module is None:
         return
-    model = TARGET_ARGS.get(str(module.get("_target_")))
-    if model is None:
+    target = str(module.get("_target_"))
+    model = TARGET_ARGS.get(target)
+    if model is None:  # the user's own task: that it imports is checked, its values are its own
+        _check_importable(target, ".".join((*prefix, "_target_")))
         return
     args = {k: v for k, v in module.items() if not str(k).startswith("_")}
     _check(model, args, prefix)
@@ -580,6 +584,31 @@ def _check_module(module: Mapping | None, prefix: tuple) -> None:
             entry = args["catalog"][member]
             _check(Task, entry, ("task", "catalog", member))  # where the user sets them
             _check_module(entry.get("module"), ("task", "catalog", member, "module"))
+
+
+def _check_importable(target: str, key: str) -> None:
+    """A `_target_` that names no importable object is a one-line error, before any work.
+
+    The usual cause is a task of the user's own whose module is not on PYTHONPATH; left to
+    Hydra, it surfaces as a traceback once the data is loaded. A module that is found but
+    fails while importing (a missing import inside it, a syntax error) keeps its traceback.
+    """
+    parts = target.split(".")
+    for end in range(len(parts), 0, -1):  # the longest prefix that is a module
+        name = ".".join(parts[:end])
+        try:
+            found = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+                continue  # `name` itself is no module: try a shorter prefix
+            raise
+        for attr in parts[end:]:
+            if not hasattr(found, attr):
+                raise UserError(f"{key}={target!r} cannot be imported: {name} has no {attr!r}")
+            found = getattr(found, attr)
+        return
+    raise UserError(f"{key}={target!r} cannot be imported: there is no module {parts[0]!r}; put the "
+                    f"folder that holds it on PYTHONPATH")
 
 
 def _check_sizes(values: Mapping) -> None:

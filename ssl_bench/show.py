@@ -16,7 +16,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from ssl_bench.cli import CONF_DIR
+from ssl_bench import configs
 from ssl_bench.data import load_data
 from ssl_bench.data.augment import to_float
 from ssl_bench.errors import UserError, instantiate
@@ -78,7 +78,7 @@ def show(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base=configs.VERSION_BASE, config_path=configs.CONFIG_PATH, config_name="config")
 def _app(cfg: DictConfig) -> None:
     try:
         path = show(cfg)

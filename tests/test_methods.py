@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from ssl_bench import perf
-from ssl_bench.methods import CONF_DIR, METHODS, PRETEXT_TASKS, pretrained_methods
+from ssl_bench.cli import CONF_DIR
+from ssl_bench.methods import METHODS, PRETEXT_TASKS, pretrained_methods
 from tests.conftest import PROJECT_ROOT
 
 
 def test_every_task_config_is_a_method_and_every_method_has_one():
-    configs = {p.stem for p in (CONF_DIR / "task").glob("*.yaml") if not p.stem.startswith("_")}
+    configs = {p.stem for p in (Path(CONF_DIR) / "task").glob("*.yaml") if not p.stem.startswith("_")}
     assert configs == set(METHODS)
     assert len(set(METHODS)) == len(METHODS)
 
 
 def test_the_benchmark_sweeps_exactly_the_methods_in_order():
-    sweep = OmegaConf.load(CONF_DIR / "experiment" / "benchmark.yaml").hydra.sweeper.params.task
+    sweep = OmegaConf.load(Path(CONF_DIR) / "experiment" / "benchmark.yaml").hydra.sweeper.params.task
     assert tuple(sweep.split(",")) == METHODS
 
 

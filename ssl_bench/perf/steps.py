@@ -7,13 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from omegaconf import DictConfig
 
-from ssl_bench import tasks
+from ssl_bench import configs, tasks
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.batching import index_batches
-from ssl_bench.cli import CONF_DIR
 from ssl_bench.data.augment import augment, to_float
 from ssl_bench.data.imageset import DataSplits
 from ssl_bench.errors import UserError
@@ -37,7 +36,7 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
     Hydra cannot apply (a typo, an unknown option) is the user's to fix: a `UserError`."""
     from hydra.errors import HydraException
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with configs.initialize():
         try:
             return compose("config", overrides=list(overrides))
         except HydraException as exc:

@@ -23,7 +23,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_bench.cli import CONF_DIR, clear_errors
+from ssl_bench import configs
+from ssl_bench.cli import clear_errors
 from ssl_bench.device import resolve_device
 from ssl_bench.interrupts import stop_cleanly
 from ssl_bench.paths import normalize_paths
@@ -69,7 +70,7 @@ def search_job(cfg: DictConfig, job_dir: Path) -> dict:
     return meta
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="search")
+@hydra.main(version_base=configs.VERSION_BASE, config_path=configs.CONFIG_PATH, config_name="search")
 def _app(cfg: DictConfig) -> None:
     with clear_errors("finished search epochs and searches"):
         search_job(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -8,7 +8,9 @@ one backbone can serve several tasks and the evaluator sees only the backbone.
 Adding a task = one file here with a subclass + one `conf/task/<name>.yaml` whose
 `module._target_` names the class. Tasks are made by `ssl_bench.tasks.build_task` only:
 `__init__` takes the config's settings, `build` creates whatever depends on the backbone or
-the data set, and after it the task's parameter set does not change.
+the data set, and after it the task's parameter set does not change. A task can also live
+outside the repository, found through `hydra.searchpath` (examples/user_task/, README
+"Your own task outside the repository").
 """
 
 from __future__ import annotations
