@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm.auto import tqdm
 
-from ssl_bench import distributed
+from ssl_bench import distributed, logger
 from ssl_bench.backbone import ConvBackbone, frozen_stages, reset_parameters
 from ssl_bench.batching import index_batches, map_chunks
 from ssl_bench.data.augment import augment, to_float
@@ -44,7 +44,7 @@ from ssl_bench.data.imageset import DataSplits
 from ssl_bench.data.subsets import balanced_subset
 from ssl_bench.device import autocast
 from ssl_bench.errors import NonFiniteLossError
-from ssl_bench.loop import train_steps
+from ssl_bench.loop import Step, train_steps
 from ssl_bench.optim import make_optimizer, make_schedule
 from ssl_bench.seeds import derive
 
@@ -331,11 +331,19 @@ def train_classifier(model: nn.Module,
         def forward(inputs: torch.Tensor, targets: torch.Tensor, scale: float) -> tuple[torch.Tensor, None]:
             return F.cross_entropy(parallel(inputs), targets) * scale, None
 
+        sink = logger.current()
+        # e.g. eval/conv3_linear/K=20/loss: `desc` ends in K=<k>
+        tag = f"eval/{cfg.get('protocol', 'conv3_linear')}/{desc.rsplit(' ', 1)[-1]}/loss"
+
+        def record(step: Step) -> None:  # the loss stays a device tensor: the logger reads it later
+            if sink.due(step.number):
+                sink.scalar(tag, step.loss.detach(), step.number)
+
         with tqdm(total=steps, desc=desc, disable=not (progress and distributed.context().is_main),
                   leave=False, dynamic_ncols=True) as bar:
             # no per-step host read (diverged=None): the final loss is checked once below
             last = train_steps(forward, next_batch, optimizer, schedule, steps, device=device,
-                               precision=precision, bar=bar)
+                               precision=precision, after_step=record, bar=bar)
     loss = last.loss if last is not None else torch.zeros(())
     final = float(distributed.mean_over_ranks(loss.detach().float().reshape(1)).item())
     if not math.isfinite(final):

@@ -1,7 +1,8 @@
 """One run: pretrain once (unless the task has no pretraining), evaluate every K, record.
 
 A run's own folder (Hydra's output folder) gets the resolved config, `meta.json` (git
-sha, seed, device, times) and `results.json`. Pretraining lives in a cache folder named by
+sha, seed, device, times), `results.json` and the logger's scalars (`ssl_bench.logger`:
+`scalars.csv` or `tensorboard/`). Pretraining lives in a cache folder named by
 a hash of its settings (`<runs_dir>/pretrain/...`: `checkpoint.pt`, `metrics.jsonl`,
 `pretrain.json`), so every run with the same pretraining — another evaluation, a restart
 after a crash — reuses it. Each leaderboard row is appended as soon as it is computed.
@@ -23,7 +24,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_bench import distributed
+from ssl_bench import distributed, logger
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.chance import ACCURACY, at_chance, chance_accuracy, describe, flag
 from ssl_bench.checkpoint import BadCheckpoint
@@ -226,17 +227,19 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
         return done.to_dict("records")
 
     data, eval_data = _load_data(cfg)
-    backbone = build_backbone(cfg.backbone, pretrain_seed).to(device)
-    if cfg.channels_last:
-        backbone = backbone.to(memory_format=torch.channels_last)
-    pretext, reused, pretrain_folder = None, False, None
-    if cfg.task.pretrain:
-        pretext, reused, pretrain_folder = pretrained(cfg, backbone, data, device, ctx)
-    torch.manual_seed(seed)
-    rows = RowWriter(cfg, run_id, run_dir, leaderboard, pretext, reused, pretrain_folder,
-                     meta["git_sha"], started_at, ctx.is_main)
-    _evaluate(cfg, backbone, eval_data, device, [k for p, k in todo if p == cfg.eval.protocol],
-              done_keys, rows.record)
+    with logger.opened(cfg.logger, run_dir):  # per-step scalars and accuracies (rank 0)
+        _log_examples(cfg, data)
+        backbone = build_backbone(cfg.backbone, pretrain_seed).to(device)
+        if cfg.channels_last:
+            backbone = backbone.to(memory_format=torch.channels_last)
+        pretext, reused, pretrain_folder = None, False, None
+        if cfg.task.pretrain:
+            pretext, reused, pretrain_folder = pretrained(cfg, backbone, data, device, ctx)
+        torch.manual_seed(seed)
+        rows = RowWriter(cfg, run_id, run_dir, leaderboard, pretext, reused, pretrain_folder,
+                         meta["git_sha"], started_at, ctx.is_main)
+        _evaluate(cfg, backbone, eval_data, device, [k for p, k in todo if p == cfg.eval.protocol],
+                  done_keys, rows.record)
 
     distributed.barrier()  # rank 0's rows are in before anyone reads them
     finished = finished_rows(leaderboard, run_id).to_dict("records")
@@ -250,6 +253,16 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     atomic_write_json(run_dir / "meta.json", meta)
     log.info("run %s: %d rows in %s", run_id, len(finished), leaderboard)
     return finished
+
+
+def _log_examples(cfg: DictConfig, data: DataSplits) -> None:
+    """The picture `ssl-bench-show` draws of the pretext task, once per run, for a logger
+    that keeps pictures (drawn only then)."""
+    sink = logger.current()
+    if cfg.task.pretrain and sink.takes_images:
+        from ssl_bench.show import examples_figure  # show imports the CLI, which imports this module
+
+        sink.image(f"examples/{cfg.task.name}", examples_figure(cfg, data), 0)
 
 
 def _write_run_files(cfg: DictConfig, run_dir: Path, ctx: distributed.Context, device: torch.device,
@@ -427,3 +440,6 @@ class RowWriter:
             if ACCURACY in row["at_chance"]:
                 self.warn_accuracy_at_chance(result)
             append_rows(self.leaderboard, [row])
+            # step = K: a protocol's chart is its accuracy against the labels per class
+            logger.current().scalar(f"accuracy/{row['protocol']}", row["test_acc"],
+                                    int(row["labels_per_class"]))

@@ -171,6 +171,11 @@ class Show(Section):
     path: Annotated[str, Field(min_length=1)] | None
 
 
+class Logger(Section):
+    kind: Literal["csv", "tensorboard", "none"]  # ssl_bench.logger.KINDS
+    every_n_steps: PositiveInt
+
+
 class Data(OpenSection):
     """Every data config's keys; which of them a loader takes is its signature's business."""
 
@@ -255,6 +260,7 @@ class Config(Section):
     train: Train
     leaderboard: Leaderboard
     show: Show
+    logger: Logger
     data: Data
     task: Task
     backbone: Backbone

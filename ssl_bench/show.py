@@ -3,7 +3,8 @@
 The task's `examples` gives rows of (image, caption) panels — the rotated copies with their
 angle, the shuffled tiles with the permutation, the patch pairs with their offset, the
 masked images — and they are drawn into one PNG. Any task gets a picture through the task
-interface, with no code here.
+interface, with no code here. `logger=tensorboard` adds the same picture (`examples_figure`)
+to a run's TensorBoard events.
 """
 
 from __future__ import annotations
@@ -11,18 +12,22 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import torch
 from omegaconf import DictConfig
 
 from ssl_bench import configs
-from ssl_bench.data import load_data
+from ssl_bench.data import DataSplits, load_data
 from ssl_bench.data.augment import to_float
 from ssl_bench.errors import UserError, instantiate
 from ssl_bench.interrupts import stop_cleanly
 from ssl_bench.paths import normalize_paths
 from ssl_bench.tasks import build_task
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +40,9 @@ def to_displayable(image: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -
     return x.clamp(0, 1).permute(1, 2, 0)
 
 
-def render_panels(rows: list[list[tuple[torch.Tensor, str]]], path: Path, mean: torch.Tensor,
-                  std: torch.Tensor, title: str = "") -> Path:
-    """Draw rows of (image, caption) panels into a PNG at `path`."""
+def draw_panels(rows: list[list[tuple[torch.Tensor, str]]], mean: torch.Tensor, std: torch.Tensor,
+                title: str = "") -> Figure:
+    """Rows of (image, caption) panels as a matplotlib figure (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,10 +61,37 @@ def render_panels(rows: list[list[tuple[torch.Tensor, str]]], path: Path, mean: 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write `fig` as a PNG at `path` and close it."""
+    import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def render_panels(rows: list[list[tuple[torch.Tensor, str]]], path: Path, mean: torch.Tensor,
+                  std: torch.Tensor, title: str = "") -> Path:
+    """Draw rows of (image, caption) panels into a PNG at `path`."""
+    return save_figure(draw_panels(rows, mean, std, title), path)
+
+
+def examples_figure(cfg: DictConfig, data: DataSplits) -> Figure:
+    """The picture of the configured task: `cfg.show.num_images` training images of `data`
+    (picked by `cfg.seed`) as the task's batch shows them. What `ssl-bench-show` writes and
+    `logger=tensorboard` adds to a run; it draws nothing from the global random generators,
+    so a run's results do not depend on whether it is drawn."""
+    with torch.random.fork_rng(devices=[]):  # the backbone's and the task's initialisation
+        task = build_task(cfg.task.module, instantiate(cfg.backbone), data)
+    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
+    images = to_float(data.train.images[pick[:cfg.show.num_images]], data.mean, data.std)
+    rows = task.examples(images, torch.Generator().manual_seed(cfg.seed))
+    return draw_panels(rows, data.mean, data.std,
+                       title=f"{cfg.task.name} on {cfg.data.name}: what the network sees")
 
 
 def show(cfg: DictConfig) -> Path:
@@ -68,14 +100,8 @@ def show(cfg: DictConfig) -> Path:
     if not cfg.task.pretrain:
         raise UserError(f"task={cfg.task.name} has no pretext batches to show; pick a pretext task")
     data = load_data(cfg.data)
-    task = build_task(cfg.task.module, instantiate(cfg.backbone), data)
-    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
-    images = to_float(data.train.images[pick[:cfg.show.num_images]], data.mean, data.std)
-    rows = task.examples(images, torch.Generator().manual_seed(cfg.seed))
     path = Path(cfg.show.path or Path(cfg.paths.runs_dir) / "show" / f"{cfg.task.name}.png")
-    render_panels(rows, path, data.mean, data.std,
-                  title=f"{cfg.task.name} on {cfg.data.name}: what the network sees")
-    return path
+    return save_figure(examples_figure(cfg, data), path)
 
 
 @hydra.main(version_base=configs.VERSION_BASE, config_path=configs.CONFIG_PATH, config_name="config")

@@ -1,5 +1,8 @@
 """Pretraining loop: any pretext task, one backbone, checkpoints and JSON-line metrics.
 
+The JSON-line epoch metrics belong to the pretraining cache (a resumed pretraining keeps
+those of its finished epochs); the per-step scalars go to the run's logger (`ssl_bench.logger`).
+
 Data stays one uint8 tensor on the model's device; each step indexes a batch, normalises
 and augments it in bulk, and lets the task build its inputs and pseudo-labels. Labels of
 the training set are read only by tasks that declare `needs_labels` (the supervised upper
@@ -22,7 +25,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from ssl_bench import distributed
+from ssl_bench import distributed, logger
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.batching import index_batches
 from ssl_bench.chance import at_chance, describe
@@ -220,6 +223,11 @@ def _run_epoch(loop: _Loop, model: torch.nn.Module, optimizer: torch.optim.Optim
     cfg, task = loop.cfg, loop.task
     loss_sum = torch.zeros((), device=loop.device)
     metric_sums: dict[str, float] = {}
+    sink = logger.current()
+    step_lr = {"lr": optimizer.param_groups[0]["lr"]}
+
+    def note_lr(step: Step) -> None:  # the rate this step uses: the schedule moves it after the step
+        step_lr["lr"] = optimizer.param_groups[0]["lr"]
 
     def next_batch() -> tuple[Any, Any, int]:
         idx = next(loop.batches).to(loop.device)
@@ -229,8 +237,14 @@ def _run_epoch(loop: _Loop, model: torch.nn.Module, optimizer: torch.optim.Optim
 
     def record(step: Step) -> None:
         loss_sum.add_(step.loss.detach())
-        for name, value in task.metrics(step.outputs, step.targets).items():
+        metrics = task.metrics(step.outputs, step.targets)
+        for name, value in metrics.items():
             metric_sums[name] = metric_sums.get(name, 0.0) + value
+        if sink.due(step.number):  # the loss stays a device tensor: the logger reads it later
+            sink.scalar("pretrain/loss", step.loss.detach(), step.number)
+            sink.scalar("pretrain/lr", step_lr["lr"], step.number)
+            for name, value in metrics.items():
+                sink.scalar(f"pretrain/{name}", value, step.number)
         if step.number % 10 == 0:
             done = step.number - loop.step
             loop.bar.set_postfix(phase=phase.name, loss=f"{step.loss.item():.3f}", **{
@@ -241,7 +255,7 @@ def _run_epoch(loop: _Loop, model: torch.nn.Module, optimizer: torch.optim.Optim
                 diverged=lambda value, n: (f"pretraining loss became {value} at step {n} (epoch "
                                            f"{loop.epoch}); lower train.optimizer.lr (now "
                                            f"{cfg.optimizer.lr}) and run again"),
-                after_step=record, bar=loop.bar)
+                before_step=note_lr, after_step=record, bar=loop.bar)
     loop.step += loop.per_epoch
     # the global batch's mean loss: the mean over processes of their scaled losses
     names = sorted(metric_sums)

@@ -13,7 +13,7 @@ from torch import nn
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.chance import chance_accuracy
 from ssl_bench.errors import UserError
-from ssl_bench.tasks.base import DataFacts, PretextTask
+from ssl_bench.tasks.base import DataFacts, Panel, PretextTask
 
 
 class ClassificationTask(PretextTask):
@@ -39,6 +39,10 @@ class ClassificationTask(PretextTask):
 
     def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(backbone(inputs))
+
+    def examples(self, images: torch.Tensor, generator: torch.Generator) -> list[list[Panel]]:
+        """Each image as it is: the target is its label, which `examples` is not given."""
+        return [[(image, "target: its class")] for image in images]
 
     @property
     def chance_level(self) -> float | None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ssl_bench.backbone import STAGES, ConvBackbone
 from ssl_bench.errors import ConfigError
-from ssl_bench.tasks.base import DataFacts, Phase, PretextTask
+from ssl_bench.tasks.base import DataFacts, Panel, Phase, PretextTask
 
 
 class LayerwiseTask(PretextTask):
@@ -62,6 +62,16 @@ class LayerwiseTask(PretextTask):
     def make_batch(self, images: torch.Tensor, generator: torch.Generator,
                    labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return images, images  # the stage's real input and target are computed in forward
+
+    def examples(self, images: torch.Tensor, generator: torch.Generator) -> list[list[Panel]]:
+        """The first stage's autoencoder: the image in (noisy if denoising), the clean image out
+        (the stages above take feature maps, which are no pictures)."""
+        noisy = images
+        if self.noise_std > 0:
+            noise = torch.randn(images.shape, generator=generator, device=images.device)
+            noisy = images + self.noise_std * images.std() * noise
+        caption = f"input (noise {self.noise_std:g} std)" if self.noise_std > 0 else "input"
+        return [[(noisy[i], caption), (images[i], f"{self.stages[0]} target")] for i in range(len(images))]
 
     def forward(self, backbone: ConvBackbone, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction, clean target) of the current stage's input."""
