@@ -251,18 +251,30 @@ def _recomputed_batches(frozen: nn.Module, images: torch.Tensor, mean: torch.Ten
     return batch_features
 
 
+def trainable_copy(backbone: nn.Module) -> nn.Module:
+    """A copy of `backbone` with every parameter trainable (the frozen protocol turned off
+    the gradients of conv1-conv2 in place), for fine-tuning from its weights."""
+    copied = copy.deepcopy(backbone)
+    for p in copied.parameters():
+        p.requires_grad_(True)
+    return copied.train()
+
+
 def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSplits,
                      cfg: DictConfig, seed: int, device: torch.device, channels_last: bool = True,
                      progress: bool = True, ks: Sequence[int] | None = None,
                      on_result: Callable[[dict], None] | None = None,
-                     precision: str = "fp32") -> list[dict]:
-    """The supervised baseline: the whole network trained from scratch on each K subset.
+                     precision: str = "fp32", protocol: str | None = None) -> list[dict]:
+    """The whole network trained on each K subset: the supervised baseline from scratch
+    (`build_backbone(seed)` a fresh initialisation) or fine-tuning (`protocol="finetune"`,
+    `build_backbone` a `trainable_copy` of the pretrained backbone).
 
     Same labelled images as every other method with this seed, same augmentation
     (`cfg.augment`, drawn by the same code) and the same budget (`budget_steps`) as the
-    frozen evaluator at each K. A pretext-only stage (conv4) is dropped: the baseline is
-    the evaluated conv1-conv3 architecture. The test set is used only for the final
-    accuracy. `ks` and `on_result` as in `evaluate`.
+    frozen evaluator at each K. A pretext-only stage (conv4) is dropped: the network is
+    the evaluated conv1-conv3 architecture, plus a linear layer initialised from the seed.
+    The test set is used only for the final accuracy. `ks` and `on_result` as in
+    `evaluate`; results carry `protocol` when it is given (else the row's main protocol).
     """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     mean, std = data.mean.to(device), data.std.to(device)
@@ -285,17 +297,18 @@ def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSp
             return x.contiguous(memory_format=memory_format)
 
         steps = budget_steps(cfg, len(subset))
+        name = protocol or "supervised"
         final_loss = train_classifier(model, batch_inputs, labels, steps, cfg,
-                                      derive(seed, "eval_train", k), device, desc=f"supervised K={k}",
+                                      derive(seed, "eval_train", k), device, desc=f"{name} K={k}",
                                       progress=progress, precision=precision)
         with autocast(device, precision):
             acc = accuracy(image_predictor(model, mean, std, memory_format), test_images,
                            data.test.labels.to(device), cfg.chunk_size, model)
         seconds = time.perf_counter() - k_start
-        log.info("supervised K=%d: test accuracy %.2f%% after %d steps (%.1fs)", k, acc,
-                 steps, seconds)
+        log.info("%s K=%d: test accuracy %.2f%% after %d steps (%.1fs)", name, k, acc, steps, seconds)
         results.append({"labels_per_class": k, "test_acc": acc, **budget_record(cfg, steps, len(subset)),
-                        "eval_final_loss": final_loss, "eval_seconds": seconds})
+                        "eval_final_loss": final_loss, "eval_seconds": seconds,
+                        **({"protocol": protocol} if protocol else {})})
         if on_result:
             on_result(results[-1])
     return results
