@@ -214,8 +214,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"ssl-bench-eval: error: {exc}\n")
     from ssl_bench import cli
 
-    sys.argv = ["ssl-bench-eval", "task=external", f"task.checkpoint={_override_value(str(weights))}",
-                *([f"task.name={_override_value(args.name)}"] if args.name else []), *overrides]
+    # the user's arguments first, in their order (Hydra's flags such as -m stay before the overrides)
+    sys.argv = ["ssl-bench-eval", *overrides, "task=external",
+                f"task.checkpoint={_override_value(str(weights))}",
+                *([f"task.name={_override_value(args.name)}"] if args.name else [])]
     cli.main()
 
 
