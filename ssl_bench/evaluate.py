@@ -20,6 +20,11 @@ BatchNorm statistics can change; by default they are recomputed on every augment
 mirror images instead, and draws one of the two per sample: exactly the recompute path with
 `eval.augment.crop_padding=0` (tested), so a faster but flip-only protocol, which rows
 record as `eval_augment=flip` and the supervised baseline does not share.
+
+**Fine-tuning** (`eval.finetune`, rows `finetune`) is the supervised baseline's training
+started from a method's weights instead of a fresh initialisation: `evaluate_scratch` with
+`trainable_copy(backbone)`, so the budget, augmentation and optimiser are the baseline's
+by construction.
 """
 
 from __future__ import annotations
