@@ -154,18 +154,31 @@ def _misfit(part: Stateful, saved: Any) -> str:
     """Why the saved state of a module cannot be loaded into it ('' when it can)."""
     if not isinstance(part, torch.nn.Module):
         return ""  # optimisers and schedules: checked by their own load_state_dict
+    return state_dict_misfit(part.state_dict(), saved)
+
+
+def state_dict_misfit(expected: Mapping[str, Any], saved: Any) -> str:
+    """Why the state dict `saved` does not fit a model whose own state dict is `expected`
+    ('' when it fits): the first missing key, the first extra key, or the first key whose
+    shape differs, with both shapes. One function for checkpoints and external backbones."""
     if not isinstance(saved, Mapping):
-        return "not a state dict"
-    expected = part.state_dict()
-    missing = sorted(set(expected) - set(saved))
-    unexpected = sorted(set(saved) - set(expected))
-    if missing or unexpected:
-        return f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        return f"it holds a {type(saved).__name__}, not a state dict"
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+
+    def more(keys: list[str]) -> str:
+        return f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+    if missing:
+        return f"it lacks the key {missing[0]!r}{more(missing)} that the model has"
+    if unexpected:
+        return f"it has the key {unexpected[0]!r}{more(unexpected)} that the model does not"
     for key, value in expected.items():
         other = saved[key]
-        if not isinstance(other, torch.Tensor) or other.shape != value.shape:
-            shape = tuple(other.shape) if isinstance(other, torch.Tensor) else type(other).__name__
-            return f"{key}: saved {shape}, the model has {tuple(value.shape)}"
+        if not isinstance(other, torch.Tensor):
+            return f"{key} is a {type(other).__name__}, not a tensor"
+        if other.shape != value.shape:
+            return (f"{key} has shape {tuple(other.shape)} in the file but {tuple(value.shape)} "
+                    f"in the model")
     return ""
 
 

@@ -20,6 +20,11 @@ BatchNorm statistics can change; by default they are recomputed on every augment
 mirror images instead, and draws one of the two per sample: exactly the recompute path with
 `eval.augment.crop_padding=0` (tested), so a faster but flip-only protocol, which rows
 record as `eval_augment=flip` and the supervised baseline does not share.
+
+**Fine-tuning** (`eval.finetune`, rows `finetune`) is the supervised baseline's training
+started from a method's weights instead of a fresh initialisation: `evaluate_scratch` with
+`trainable_copy(backbone)`, so the budget, augmentation and optimiser are the baseline's
+by construction.
 """
 
 from __future__ import annotations
@@ -251,18 +256,30 @@ def _recomputed_batches(frozen: nn.Module, images: torch.Tensor, mean: torch.Ten
     return batch_features
 
 
+def trainable_copy(backbone: nn.Module) -> nn.Module:
+    """A copy of `backbone` with every parameter trainable (the frozen protocol turned off
+    the gradients of conv1-conv2 in place), for fine-tuning from its weights."""
+    copied = copy.deepcopy(backbone)
+    for p in copied.parameters():
+        p.requires_grad_(True)
+    return copied.train()
+
+
 def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSplits,
                      cfg: DictConfig, seed: int, device: torch.device, channels_last: bool = True,
                      progress: bool = True, ks: Sequence[int] | None = None,
                      on_result: Callable[[dict], None] | None = None,
-                     precision: str = "fp32") -> list[dict]:
-    """The supervised baseline: the whole network trained from scratch on each K subset.
+                     precision: str = "fp32", protocol: str | None = None) -> list[dict]:
+    """The whole network trained on each K subset: the supervised baseline from scratch
+    (`build_backbone(seed)` a fresh initialisation) or fine-tuning (`protocol="finetune"`,
+    `build_backbone` a `trainable_copy` of the pretrained backbone).
 
     Same labelled images as every other method with this seed, same augmentation
     (`cfg.augment`, drawn by the same code) and the same budget (`budget_steps`) as the
-    frozen evaluator at each K. A pretext-only stage (conv4) is dropped: the baseline is
-    the evaluated conv1-conv3 architecture. The test set is used only for the final
-    accuracy. `ks` and `on_result` as in `evaluate`.
+    frozen evaluator at each K. A pretext-only stage (conv4) is dropped: the network is
+    the evaluated conv1-conv3 architecture, plus a linear layer initialised from the seed.
+    The test set is used only for the final accuracy. `ks` and `on_result` as in
+    `evaluate`; results carry `protocol` when it is given (else the row's main protocol).
     """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     mean, std = data.mean.to(device), data.std.to(device)
@@ -285,17 +302,18 @@ def evaluate_scratch(build_backbone: Callable[[int], ConvBackbone], data: DataSp
             return x.contiguous(memory_format=memory_format)
 
         steps = budget_steps(cfg, len(subset))
+        name = protocol or "supervised"
         final_loss = train_classifier(model, batch_inputs, labels, steps, cfg,
-                                      derive(seed, "eval_train", k), device, desc=f"supervised K={k}",
-                                      progress=progress, precision=precision)
+                                      derive(seed, "eval_train", k), device, desc=f"{name} K={k}",
+                                      progress=progress, precision=precision, protocol=protocol)
         with autocast(device, precision):
             acc = accuracy(image_predictor(model, mean, std, memory_format), test_images,
                            data.test.labels.to(device), cfg.chunk_size, model)
         seconds = time.perf_counter() - k_start
-        log.info("supervised K=%d: test accuracy %.2f%% after %d steps (%.1fs)", k, acc,
-                 steps, seconds)
+        log.info("%s K=%d: test accuracy %.2f%% after %d steps (%.1fs)", name, k, acc, steps, seconds)
         results.append({"labels_per_class": k, "test_acc": acc, **budget_record(cfg, steps, len(subset)),
-                        "eval_final_loss": final_loss, "eval_seconds": seconds})
+                        "eval_final_loss": final_loss, "eval_seconds": seconds,
+                        **({"protocol": protocol} if protocol else {})})
         if on_result:
             on_result(results[-1])
     return results
@@ -310,11 +328,13 @@ def image_predictor(model: nn.Module, mean: torch.Tensor, std: torch.Tensor,
 def train_classifier(model: nn.Module,
                      batch_features: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
                      labels: torch.Tensor, steps: int, cfg: DictConfig, seed: int,
-                     device: torch.device, desc: str, progress: bool, precision: str = "fp32") -> float:
+                     device: torch.device, desc: str, progress: bool, precision: str = "fp32",
+                     protocol: str | None = None) -> float:
     """Fit `model` on features from `batch_features(indices, generator)`; returns final loss.
 
     Under `torchrun` each process trains on its slice of every global batch (as in
-    pretraining), so every process ends with the same weights.
+    pretraining), so every process ends with the same weights. `protocol` names the loss's
+    logger tag (default: the main protocol, `cfg.protocol`).
     """
     optimizer = make_optimizer(model.parameters(), **cfg.optimizer)
     schedule = make_schedule(optimizer, cfg.schedule, total_steps=steps)
@@ -333,7 +353,7 @@ def train_classifier(model: nn.Module,
 
         sink = logger.current()
         # e.g. eval/conv3_linear/K=20/loss: `desc` ends in K=<k>
-        tag = f"eval/{cfg.get('protocol', 'conv3_linear')}/{desc.rsplit(' ', 1)[-1]}/loss"
+        tag = f"eval/{protocol or cfg.get('protocol', 'conv3_linear')}/{desc.rsplit(' ', 1)[-1]}/loss"
 
         def record(step: Step) -> None:  # the loss stays a device tensor: the logger reads it later
             if sink.due(step.number):

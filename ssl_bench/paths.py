@@ -63,7 +63,16 @@ def process_tag() -> str:
 
 
 def register_resolvers() -> None:
-    """`${ssl_path:...}` and `${run_tag:}` for the Hydra output folders (conf/config.yaml)."""
+    """`${ssl_path:...}` and `${run_tag:}` for the Hydra output folders (conf/config.yaml), and
+    `${ssl_checkpoint_name:...}` for conf/task/external.yaml."""
     OmegaConf.register_new_resolver("ssl_path", lambda p: str(resolve_path(p, "paths.runs_dir")),
                                     replace=True)
     OmegaConf.register_new_resolver("run_tag", process_tag, replace=True)
+    OmegaConf.register_new_resolver("ssl_checkpoint_name", _checkpoint_name, replace=True)
+
+
+def _checkpoint_name(path: str) -> str:
+    """`${ssl_checkpoint_name:...}`: the default task name of an external checkpoint."""
+    from ssl_bench.external import checkpoint_name
+
+    return checkpoint_name(path)

@@ -7,10 +7,14 @@ images (the largest K subset, which holds every smaller one) and the test set:
   features of conv1, conv2 or conv3, fitted on the K-per-class subset. Comparing stages
   shows which layer a pretext task makes most useful (RotNet found the middle block best).
 - `knn_<stage>`: k-nearest-neighbour vote (cosine distance) among the K-per-class images.
+- `knn_cosine_<stage>`: the k-NN that other suites report (Wu et al. 2018's InstDisc,
+  solo-learn, lightly): cosine similarity of globally pooled features, the k nearest
+  (default 200) each voting exp(similarity / T) for its class (default T = 0.1).
 
 Features are average-pooled to a `pool_grid` × `pool_grid` map and flattened, which keeps a
 little spatial layout (a global pool would discard it) at a size logistic regression can fit
-in seconds on a CPU.
+in seconds on a CPU. The cosine k-NN reads the globally pooled features (the representation
+the other suites vote on), so its numbers can be set beside theirs.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from ssl_bench.data.imageset import DataSplits
 from ssl_bench.data.subsets import balanced_subset
 
 log = logging.getLogger(__name__)
+COSINE_KNN_DEFAULT = (200, 0.1)  # k, temperature: what InstDisc and the suites after it report
 
 
 @torch.no_grad()
@@ -86,31 +91,73 @@ def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     return float((model.predict(test_x) == test_y).mean() * 100.0)
 
 
+def cosine_knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                        test_y: torch.Tensor, k: int, temperature: float, num_classes: int,
+                        chunk: int = 1000) -> float:
+    """Test accuracy (%) of the temperature-weighted cosine k-NN vote.
+
+    Each test feature's `k` most similar training features (cosine) vote for their class
+    with weight exp(similarity / temperature); the class with the largest sum wins (ties:
+    the lower class index).
+    """
+    train = F.normalize(train_x.float(), dim=1)
+    k = min(k, len(train))
+    correct = 0
+    for i in range(0, len(test_x), chunk):
+        similarity = F.normalize(test_x[i:i + chunk].float(), dim=1) @ train.T
+        top, index = similarity.topk(k, dim=1)
+        votes = torch.zeros(len(top), num_classes, dtype=top.dtype, device=top.device)
+        votes.scatter_add_(1, train_y[index], (top / temperature).exp())
+        correct += int((votes.argmax(1) == test_y[i:i + chunk]).sum())
+    return correct / max(len(test_x), 1) * 100.0
+
+
+def cosine_knn_name(cfg: DictConfig, stage: str) -> str:
+    """`knn_cosine_<stage>` at the default k and temperature; other settings are other
+    protocols (their rows are keyed apart): `knn_cosine_k<k>_t<T>_<stage>`."""
+    settings = cfg.cosine_knn
+    if int(settings.k) == COSINE_KNN_DEFAULT[0] and float(settings.temperature) == COSINE_KNN_DEFAULT[1]:
+        return f"knn_cosine_{stage}"
+    return f"knn_cosine_k{int(settings.k)}_t{float(settings.temperature):g}_{stage}"
+
+
 def probe_protocols(cfg: DictConfig) -> list[str]:
     """The protocol names `cfg` (the `eval.probes` node) produces, one row each per K."""
+    return list(_probe_specs(cfg))
+
+
+def _probe_specs(cfg: DictConfig) -> dict[str, tuple[str, str]]:
+    """Protocol name -> (kind, stage) of every probe `cfg` asks for."""
     if not cfg.enabled:
-        return []
-    return ([f"linear_probe_{s}" for s in cfg.linear_stages]
-            + [f"knn_{s}" for s in cfg.knn_stages])
+        return {}
+    specs = {f"linear_probe_{s}": ("linear_probe", s) for s in cfg.linear_stages}
+    specs.update({f"knn_{s}": ("knn", s) for s in cfg.knn_stages})
+    cosine = cfg.get("cosine_knn")
+    if cosine is not None:
+        specs.update({cosine_knn_name(cfg, s): ("knn_cosine", s) for s in cosine.stages})
+    return specs
 
 
 def run_probes(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, ks: list[int],
                seed: int, device: torch.device, chunk: int,
                skip: set[tuple[str, int]] = frozenset()) -> Iterator[dict]:
     """One result dict per (probe protocol, K) not in `skip`, as each is computed."""
-    todo = [(p, k) for p in probe_protocols(cfg) for k in sorted(ks) if (p, k) not in skip]
+    specs = _probe_specs(cfg)
+    todo = [(p, k) for p in specs for k in sorted(ks) if (p, k) not in skip]
     if not todo:
         return
-    for stage in list(cfg.linear_stages) + list(cfg.knn_stages):
+    for _, stage in specs.values():
         if stage not in STAGES:
             raise ValueError(f"eval.probes stages must be among {STAGES}, got {stage!r}")
     start = time.perf_counter()
-    stages = sorted(set(cfg.linear_stages) | set(cfg.knn_stages), key=STAGES.index)
     largest = balanced_subset(data.train.labels, max(ks), seed)
-    train = pooled_features(backbone, data.train.images[largest], data.mean, data.std, stages,
-                            cfg.pool_grid, chunk, device)
-    test = pooled_features(backbone, data.test.images, data.mean, data.std, stages,
-                           cfg.pool_grid, chunk, device)
+    features = {}  # (pool grid) -> (train, test) pooled features of the stages read at that grid
+    for grid, kinds in ((cfg.pool_grid, ("linear_probe", "knn")), (1, ("knn_cosine",))):
+        stages = sorted({specs[p][1] for p, _ in todo if specs[p][0] in kinds}, key=STAGES.index)
+        if stages:
+            features[kinds] = tuple(pooled_features(backbone, images, data.mean, data.std, stages, grid,
+                                                    chunk, device)
+                                    for images in (data.train.images[largest], data.test.images))
     test_y = data.test.labels.numpy()
     position = torch.full((len(data.train),), -1, dtype=torch.long)
     position[largest] = torch.arange(len(largest))
@@ -120,12 +167,18 @@ def run_probes(backbone: ConvBackbone, data: DataSplits, cfg: DictConfig, ks: li
         subset = balanced_subset(data.train.labels, k, seed)
         rows = position[subset].numpy()
         train_y = data.train.labels[subset].numpy()
-        kind, stage = protocol.rsplit("_", 1)
+        kind, stage = specs[protocol]
+        train, test = next(f for kinds, f in features.items() if kind in kinds)
         if kind == "linear_probe":
             acc = linear_probe_accuracy(train[stage][rows], train_y, test[stage], test_y,
                                         cfg.logreg.C, cfg.logreg.max_iter, seed)
-        else:
+        elif kind == "knn":
             acc = knn_accuracy(train[stage][rows], train_y, test[stage], test_y, cfg.knn_k)
+        else:
+            acc = cosine_knn_accuracy(torch.from_numpy(train[stage][rows]), torch.from_numpy(train_y),
+                                      torch.from_numpy(test[stage]), torch.from_numpy(test_y),
+                                      int(cfg.cosine_knn.k), float(cfg.cosine_knn.temperature),
+                                      data.num_classes)
         seconds = time.perf_counter() - t0 + shared
         log.info("%s K=%d: test accuracy %.2f%% (%.1fs)", protocol, k, acc, seconds)
         yield {"protocol": protocol, "labels_per_class": k, "test_acc": acc, "eval_steps": None,

@@ -36,8 +36,20 @@ from ssl_bench.stats import (
     unique_rows,
 )
 
-PROTOCOL_ORDER = [MAIN_PROTOCOL, "linear_probe_conv1", "linear_probe_conv2", "linear_probe_conv3",
-                  "knn_conv2", "knn_conv3"]
+PROTOCOL_ORDER = [MAIN_PROTOCOL, "finetune", "linear_probe_conv1", "linear_probe_conv2", "linear_probe_conv3",
+                  "knn_conv2", "knn_conv3", "knn_cosine_conv2", "knn_cosine_conv3"]
+# what each kind of protocol measures: the first line of its sections (matched by prefix)
+PROTOCOL_NOTES = {
+    MAIN_PROTOCOL: "conv1-conv2 frozen, conv3 (re-initialised) + linear trained on the K labels per class.",
+    "finetune": "every layer trained from the method's weights on the K labels, with the supervised "
+                "baseline's budget and augmentation (for random init it is supervised training).",
+    "linear_probe_": "logistic regression on the stage's frozen features (2x2-pooled).",
+    "knn_cosine_": "temperature-weighted cosine k-NN on the stage's globally pooled frozen features "
+                   "(each of the k nearest votes exp(similarity / T); defaults k=200, T=0.1, as InstDisc, "
+                   "solo-learn and lightly report it).",
+    "knn_": "distance-weighted cosine k-NN (k = eval.probes.knn_k, default 20) on the stage's 2x2-pooled "
+            "frozen features.",
+}
 PROBE = re.compile(r"^linear_probe_(conv\d+)$")
 MARKDOWN_NAME = "LEADERBOARD.md"
 ACCURACY_PLOT = "accuracy_vs_labels.png"
@@ -271,6 +283,8 @@ def _sections(stats: pd.DataFrame) -> list[str]:
         for protocol in sorted(spart["protocol"].unique(), key=_protocol_rank):
             ppart = spart[spart["protocol"] == protocol]
             lines += [f"## {protocol}: {_setting_label(*setting)}", ""]
+            notes = [text for prefix, text in PROTOCOL_NOTES.items() if str(protocol).startswith(prefix)]
+            lines += [notes[0], ""] if notes else []
             for k in sorted(ppart["labels_per_class"].unique()):
                 lines += [f"### {protocol}, K = {k} labels per class", ""]
                 lines += _k_block(ppart[ppart["labels_per_class"] == k])

@@ -31,7 +31,10 @@ from ssl_bench.checkpoint import BadCheckpoint
 from ssl_bench.data import DataSplits, load_data
 from ssl_bench.device import resolve_device, resolve_precision
 from ssl_bench.errors import UserError, instantiate
-from ssl_bench.evaluate import evaluate, evaluate_scratch, recalibrate_batchnorm
+from ssl_bench.evaluate import evaluate, evaluate_scratch, recalibrate_batchnorm, trainable_copy
+from ssl_bench.export import WEIGHTS, save_backbone
+from ssl_bench.external import content_hash, is_external
+from ssl_bench.external import prepare as prepare_external
 from ssl_bench.leaderboard import append_rows
 from ssl_bench.leaderboard import read as read_leaderboard
 from ssl_bench.paths import normalize_paths
@@ -43,6 +46,7 @@ from ssl_bench.train import PretrainResult, load_pretrained, pretrain, warn_pret
 from ssl_bench.versions import PRETRAIN_VERSION, RESULTS_HISTORY, RESULTS_VERSION, identity_field
 
 log = logging.getLogger(__name__)
+FINETUNE = "finetune"  # the protocol name of fine-tuning rows
 
 
 def make_deterministic() -> None:
@@ -94,7 +98,7 @@ def pretrain_identity(cfg: DictConfig, ctx: distributed.Context,
     result differs. `ctx` is passed, not read from module state, so the identity of a run
     is a function of its arguments alone.
     """
-    ident = {"task": OmegaConf.to_container(cfg.task, resolve=True), "data": _data_identity(cfg.data),
+    ident = {"task": _task_identity(cfg), "data": _data_identity(cfg.data),
              "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
              "train": OmegaConf.to_container(cfg.train, resolve=True),
              "seed": int(cfg.train.seed), "precision": cfg.precision,
@@ -104,16 +108,26 @@ def pretrain_identity(cfg: DictConfig, ctx: distributed.Context,
     return ident
 
 
+def _task_identity(cfg: DictConfig) -> dict:
+    """The task's settings; an external checkpoint is its file's content (SHA-256), not its path."""
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    if is_external(cfg):
+        task["checkpoint"] = {"sha256": content_hash(cfg.task.checkpoint)}  # type: ignore[index]
+    return task  # type: ignore[return-value]
+
+
 def run_identity(cfg: DictConfig, ctx: distributed.Context, version: int | None = None) -> dict:
     """Everything a run's rows depend on, except which K values and protocols are asked for.
 
     Rows are keyed by (run_id, protocol, K), so adding a K or a probe to a finished run
-    computes only the new rows.
+    computes only the new rows. The protocols added later carry their settings in their
+    names instead (fine-tuning has none of its own; `knn_cosine_k<k>_t<T>_<stage>`), so
+    adding them left every earlier run id as it was.
     """
     evaluation = OmegaConf.to_container(cfg.eval, resolve=True)
-    for key in ("labels_per_class", "data"):
+    for key in ("labels_per_class", "data", "finetune"):
         evaluation.pop(key, None)  # type: ignore[union-attr]
-    for key in ("enabled", "linear_stages", "knn_stages", "labels_per_class"):
+    for key in ("enabled", "linear_stages", "knn_stages", "labels_per_class", "cosine_knn"):
         evaluation.get("probes", {}).pop(key, None)  # type: ignore[union-attr]
     return {**pretrain_identity(cfg, ctx), "eval": evaluation, "eval_seed": int(cfg.seed),
             "eval_data": _data_identity(cfg.eval.get("data")),
@@ -151,6 +165,8 @@ def wanted_rows(cfg: DictConfig) -> list[tuple[str, int]]:
     if cfg.task.evaluation == "frozen":
         rows += [(p, int(k)) for p in probe_protocols(cfg.eval.probes)
                  for k in sorted(cfg.eval.probes.labels_per_class)]
+        if cfg.eval.finetune.enabled:
+            rows += [(FINETUNE, int(k)) for k in sorted(cfg.eval.finetune.labels_per_class)]
     return rows
 
 
@@ -184,6 +200,8 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
                 load_pretrained(folder, backbone, task, device, entry.result)
                 log.info("reusing the finished pretraining in %s (%.0fs when it ran)", folder,
                          entry.result.seconds)
+                if ctx.is_main and not (folder / WEIGHTS).exists():  # finished before exports existed
+                    export_backbone(cfg, backbone, folder, entry.result)
                 return entry.result, True, folder
             except BadCheckpoint as exc:  # verified before any weight is loaded
                 if ctx.active:  # every process must take the same way: stop, with the message
@@ -192,8 +210,21 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
                 exc.checkpoint.move_aside()
         result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.train.seed),
                           cfg.channels_last, cfg.progress, cfg.precision)
+        if ctx.is_main:
+            export_backbone(cfg, backbone, folder, result)
         entry.finish(asdict(result))
         return result, False, folder
+
+
+def export_backbone(cfg: DictConfig, backbone: ConvBackbone, folder: Path, result: PretrainResult) -> Path:
+    """`backbone.safetensors` + `backbone.json` of a finished pretraining (`ssl_bench.export`)."""
+    about = {"task": cfg.task.name, "pretrain_id": folder.name, "data": cfg.data.name,
+             "epochs": result.epochs, "seed": int(cfg.train.seed), "precision": cfg.precision,
+             "pretext_metric": result.pretext_metric, "pretext_metric_name": result.metric_name,
+             "git_sha": git_sha()}
+    path = save_backbone(folder, backbone, OmegaConf.to_container(cfg.backbone, resolve=True), about)
+    log.info("pretrained backbone weights: %s (ssl_bench.load_backbone reads them)", path)
+    return path
 
 
 def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
@@ -214,6 +245,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     if cfg.deterministic:
         make_deterministic()
     cfg.precision = resolve_precision(cfg.precision, device)  # identities hold the resolved one
+    brought = prepare_external(cfg) if is_external(cfg) else None  # checked before any work
     seed = int(cfg.seed)
     pretrain_seed = int(cfg.train.seed) if cfg.task.pretrain else seed
     # everything not drawn from an explicit generator (e.g. head initialisation) follows the
@@ -229,7 +261,8 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     data, eval_data = _load_data(cfg)
     with logger.opened(cfg.logger, run_dir):  # per-step scalars and accuracies (rank 0)
         _log_examples(cfg, data)
-        backbone = build_backbone(cfg.backbone, pretrain_seed).to(device)
+        backbone = brought if brought is not None else build_backbone(cfg.backbone, pretrain_seed)
+        backbone = backbone.to(device)
         if cfg.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
         pretext, reused, pretrain_folder = None, False, None
@@ -348,6 +381,12 @@ def _evaluate(cfg: DictConfig, backbone: ConvBackbone, eval_data: DataSplits, de
                                  [int(k) for k in cfg.eval.probes.labels_per_class], seed, device,
                                  cfg.eval.chunk_size, skip=done_keys):
             record(result)
+        if cfg.eval.finetune.enabled:
+            finetune_ks = [int(k) for k in cfg.eval.finetune.labels_per_class
+                           if (FINETUNE, int(k)) not in done_keys]
+            evaluate_scratch(lambda s: trainable_copy(backbone), eval_data, cfg.eval, seed, device,
+                             cfg.channels_last, cfg.progress, ks=finetune_ks, on_result=record,
+                             precision=cfg.precision, protocol=FINETUNE)
     else:
         raise UserError(f"task.evaluation must be 'frozen' or 'scratch', got {cfg.task.evaluation!r}")
 

@@ -114,6 +114,12 @@ class LogReg(Section):
     max_iter: PositiveInt
 
 
+class CosineKnn(Section):
+    stages: list[Stage]
+    k: PositiveInt
+    temperature: Positive
+
+
 class Probes(Section):
     enabled: bool
     labels_per_class: KList
@@ -122,6 +128,12 @@ class Probes(Section):
     pool_grid: PositiveInt
     logreg: LogReg
     knn_k: PositiveInt
+    cosine_knn: CosineKnn
+
+
+class Finetune(Section):
+    enabled: bool
+    labels_per_class: KList
 
 
 class Eval(Section):
@@ -141,6 +153,7 @@ class Eval(Section):
     schedule: Literal["cosine", "step", "constant"]
     chunk_size: PositiveInt
     probes: Probes
+    finetune: Finetune
     data: dict | None  # transfer: a data config (checked as `data` is)
 
     @model_validator(mode="after")
@@ -239,6 +252,26 @@ class Task(OpenSection):
     def _pretext_needs_module(self) -> Task:
         if self.pretrain and self.module is None:
             raise ValueError("pretrain=true needs a module (the pretext task) to pretrain with")
+        return self
+
+
+class ExternalTask(Task):
+    """`task=external`: a checkpoint evaluated under the protocol (ssl_bench/external.py)."""
+
+    checkpoint: Annotated[str, Field(min_length=1)]
+    model: dict | None
+    stages: dict[Stage, Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]] | None
+
+    @model_validator(mode="after")
+    def _module_needs_stages(self) -> ExternalTask:
+        if self.pretrain or self.evaluation != "frozen":
+            raise ValueError("an external checkpoint is evaluated, not trained: pretrain=false, "
+                             "evaluation=frozen")
+        if (self.model is None) != (self.stages is None):
+            raise ValueError("task.model and task.stages go together: a module of your own needs the "
+                             "map from its layers to conv1, conv2, conv3 (and the suite's layout neither)")
+        if self.model is not None and "_target_" not in self.model:
+            raise ValueError("task.model needs a _target_ (the class or function that builds the network)")
         return self
 
 
@@ -660,6 +693,8 @@ def validate(cfg: DictConfig, model: type[Config] | None = None) -> None:
     if model is None:
         model = SearchConfig if "search" in values else Config
     _check(model, values)
+    if "checkpoint" in values["task"]:
+        _check(ExternalTask, values["task"], ("task",))
     if values["eval"].get("data") is not None:
         _check(Data, values["eval"]["data"], ("eval", "data"))
     _check_module(values["task"].get("module"), ("task", "module"))

@@ -81,7 +81,7 @@ def test_cache_is_used_and_invalidated_by_changes(tmp_path):
     assert len(list(cache.glob("*.pt"))) == 1
     # an unchanged folder comes from the cache: poison the cached pixels and see them back
     cache_file = next(cache.glob("*.pt"))
-    blob = torch.load(cache_file)
+    blob = torch.load(cache_file, weights_only=True)
     blob["train_images"] = torch.zeros_like(blob["train_images"])
     torch.save(blob, cache_file)
     cached, _ = load_image_folder(root, cache_dir=cache)

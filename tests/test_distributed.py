@@ -86,7 +86,7 @@ def _run(tmp: Path, processes: int, *overrides: str) -> Path:
 def _pretraining(runs: Path) -> tuple[list[dict], dict]:
     [folder] = (runs / "pretrain").iterdir()
     lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
-    state = torch.load(folder / "checkpoint.pt", weights_only=False)
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)
     return [x for x in lines if "epoch" in x], {**state["backbone"], **{
         f"task.{k}": v for k, v in state["task"].items()}}
 

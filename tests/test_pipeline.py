@@ -32,7 +32,7 @@ def test_composed_config_runs_end_to_end(make_cfg, tmp_path, task):
     rows = run(cfg, run_dir)
     table = pd.read_csv(cfg.leaderboard.path)
     assert list(table.columns) == COLUMNS
-    probes = 0 if task == "supervised" else 5  # 3 linear probes + 2 k-NN on the frozen backbone
+    probes = 0 if task == "supervised" else 7  # 3 linear probes + 2 + 2 k-NN on the frozen backbone
     assert len(table) == 2 * (1 + probes) and len(rows) == len(table)
     assert sorted(table[table.protocol == "conv3_linear"].labels_per_class) == [5, 20]
     assert set(table.task) == {task} and set(table.seed) == {1}
@@ -108,7 +108,7 @@ def test_cli_sweep_writes_one_row_per_run_and_k(tmp_path):
                f"paths.cache_dir={tmp_path / 'cache'}", cwd=PROJECT_ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
     table = pd.read_csv(tmp_path / "runs" / "leaderboard.csv")
-    assert len(table) == 4 * 6  # 2 runs x 2 K x (conv3_linear + 3 linear probes + 2 k-NN)
+    assert len(table) == 4 * 8  # 2 runs x 2 K x (conv3_linear + 3 linear probes + 2 + 2 k-NN)
     main = table[table.protocol == "conv3_linear"]
     assert sorted(zip(main.seed, main.labels_per_class)) == [(0, 5), (0, 20), (1, 5), (1, 20)]
     assert table.run_id.nunique() == 2

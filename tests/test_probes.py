@@ -128,7 +128,7 @@ def test_probes_with_random_training_labels_are_near_chance(cfg, grating_data):
 def test_run_probes_yields_each_pair_once_honours_skip_and_is_deterministic(cfg, grating_data):
     protocols = probe_protocols(cfg.eval.probes)
     assert protocols == ["linear_probe_conv1", "linear_probe_conv2", "linear_probe_conv3",
-                         "knn_conv2", "knn_conv3"]
+                         "knn_conv2", "knn_conv3", "knn_cosine_conv2", "knn_cosine_conv3"]
     backbone = build_backbone(cfg.backbone, 0)
     probes = OmegaConf.merge(cfg.eval.probes, {"pool_grid": 1, "logreg": {"max_iter": 20}})  # fast
     results = list(run_probes(backbone, grating_data, probes, [10, 5], 0, CPU, 64))
@@ -168,5 +168,6 @@ def test_probe_protocols_disabled_is_empty(cfg, grating_data):
 
 
 def test_probe_protocols_follow_the_stage_lists(cfg):
-    probes = OmegaConf.merge(cfg.eval.probes, {"linear_stages": ["conv2"], "knn_stages": []})
+    probes = OmegaConf.merge(cfg.eval.probes, {"linear_stages": ["conv2"], "knn_stages": [],
+                                               "cosine_knn": {"stages": []}})
     assert probe_protocols(probes) == ["linear_probe_conv2"]

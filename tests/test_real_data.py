@@ -36,10 +36,10 @@ def test_smoke_profile_on_real_cifar10(make_cfg, tmp_path):
     run(cfg, tmp_path / "run")
     table = pd.read_csv(cfg.leaderboard.path)
     assert set(table.dataset) == {"cifar10"}
-    # two K values for the main protocol and for each of the 3 linear probes and 2 k-NN
+    # two K values for the main protocol and for each of the 3 linear probes and 2 + 2 k-NN
     assert table.groupby("protocol").size().to_dict() == {
-        "conv3_linear": 2, "knn_conv2": 2, "knn_conv3": 2, "linear_probe_conv1": 2,
-        "linear_probe_conv2": 2, "linear_probe_conv3": 2}
+        "conv3_linear": 2, "knn_conv2": 2, "knn_conv3": 2, "knn_cosine_conv2": 2, "knn_cosine_conv3": 2,
+        "linear_probe_conv1": 2, "linear_probe_conv2": 2, "linear_probe_conv3": 2}
 
 
 def test_transfer_from_real_cifar10_to_digits(make_cfg, tmp_path):

@@ -45,8 +45,11 @@ def expected_keys(cfg) -> set[tuple[str, int]]:
     if cfg.task.evaluation == "frozen" and probes.enabled:
         protocols = [f"linear_probe_{s}" for s in probes.linear_stages]
         protocols += [f"knn_{s}" for s in probes.knn_stages]
+        protocols += [f"knn_cosine_{s}" for s in probes.cosine_knn.stages]
         probe_ks = probes.get("labels_per_class", cfg.eval.labels_per_class)  # own list, or eval's
         keys |= {(p, int(k)) for p in protocols for k in probe_ks}
+    if cfg.task.evaluation == "frozen" and cfg.eval.finetune.enabled:
+        keys |= {("finetune", int(k)) for k in cfg.eval.finetune.labels_per_class}
     return keys
 
 
@@ -145,7 +148,7 @@ def test_interrupted_pretraining_resumes_to_the_same_weights_and_metrics(make_cf
         with pytest.raises(KeyboardInterrupt):
             _pretrain(cfg, data, folder)
         monkeypatch.setattr(checkpoint_module, "atomic_torch_save", real_save)
-        assert torch.load(folder / "checkpoint.pt", weights_only=False)["epoch"] == 2
+        assert torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"] == 2
         before = [x.get("epoch") for x in _metric_lines(folder)]
         assert before == ([1, 2] if save_first else [1, 2, 3])
 
@@ -195,7 +198,7 @@ def test_a_finished_run_is_skipped_and_a_new_k_adds_only_its_rows(make_cfg, tmp_
     cfg = make_cfg(*FAST, "task=rotation")
     leaderboard = Path(cfg.leaderboard.path)
     wanted = expected_keys(cfg)
-    assert len(wanted) == 12  # conv3_linear + 3 linear probes + 2 k-NN, x K in {5, 20}
+    assert len(wanted) == 16  # conv3_linear + 3 linear probes + 2 + 2 k-NN, x K in {5, 20}
 
     rows = run(cfg, tmp_path / "run1")
     folders = list((tmp_path / "runs" / "pretrain").iterdir())
@@ -225,7 +228,7 @@ def test_a_finished_run_is_skipped_and_a_new_k_adds_only_its_rows(make_cfg, tmp_
     assert third.run_id.nunique() == 1  # adding a K keeps the run id
     new = third[third.labels_per_class == 10]
     old = third[third.labels_per_class != 10]
-    assert len(new) == len(wanted) // 2 == 6 and set(keys_of(third)) == expected_keys(more)
+    assert len(new) == len(wanted) // 2 == 8 and set(keys_of(third)) == expected_keys(more)
     assert len(third) == len(first) + len(new)
     merged = first.merge(old, on=KEY, suffixes=("_first", "_now"))
     assert len(merged) == len(first)
@@ -315,7 +318,7 @@ def test_killed_multirun_continues_where_it_stopped(tmp_path):
                 f"paths.runs_dir={tmp_path / 'runs'}", *SWEEP_FAST])
 
     expected = {task: expected_keys(composed(task)) for task in ("rotation", "random")}
-    assert all(len(keys) == 12 for keys in expected.values())
+    assert all(len(keys) == 16 for keys in expected.values())
     leaderboard = Path(composed("rotation").leaderboard.path)
 
     out, err = open(tmp_path / "first.out", "w"), open(tmp_path / "first.err", "w")
@@ -344,7 +347,7 @@ def test_killed_multirun_continues_where_it_stopped(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     final = pd.read_csv(leaderboard)
     assert_unique_keys(final)
-    assert len(final) == sum(len(keys) for keys in expected.values()) == 24
+    assert len(final) == sum(len(keys) for keys in expected.values()) == 32
     for task, keys in expected.items():
         part = final[final.task == task]
         assert sorted(keys_of(part)) == sorted(keys) and part.run_id.nunique() == 1, task

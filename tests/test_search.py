@@ -315,7 +315,7 @@ def test_searched_backbone_runs_through_the_pipeline(make_cfg, tmp_path):
                    "backbone.channels=[4,6,8]", "backbone.cells=[0,1,1]")
     rows = run(cfg, tmp_path / "run")
     table = pd.read_csv(cfg.leaderboard.path)
-    assert len(table) == len(rows) == 2 * (1 + 5)  # conv3_linear + 3 linear probes + 2 k-NN, K=5,20
+    assert len(table) == len(rows) == 2 * (1 + 7)  # conv3_linear + 3 linear probes + 2 + 2 k-NN, K=5,20
     assert set(table.backbone) == {"searched"} and table.test_acc.between(0, 100).all()
     assert table.pretrain_id[0].startswith("rotation_synthetic_searched_s0_")
     # the same settings again: every row is already there, nothing is recomputed

@@ -28,7 +28,7 @@ def test_pretraining_writes_metrics_and_checkpoint(make_cfg, tiny_data, tmp_path
     assert [x["epoch"] for x in epochs] == [1, 2, 3]
     assert all({"loss", "train_accuracy", "lr", "epoch_seconds"} <= x.keys() for x in epochs)
     assert "test_accuracy" in lines[-1]
-    ckpt = torch.load(tmp_path / "checkpoint.pt")
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 3 and ckpt["step"] == 6
     assert torch.equal(ckpt["backbone"]["conv1.0.weight"], net.conv1[0].weight)
     assert result.steps == 6 and 0.0 <= result.pretext_metric <= 100.0

@@ -20,7 +20,8 @@ from ssl_bench.schema import Config, SearchConfig, count, positive_int, positive
 
 GROUPS = {group: sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml") if not p.stem.startswith("_"))
           for group in ("task", "data", "backbone", "profile")}
-NEEDS = {"data=image_folder": ["data.root=/somewhere"], "backbone=searched": ["backbone.genotype=/g.json"]}
+NEEDS = {"data=image_folder": ["data.root=/somewhere"], "backbone=searched": ["backbone.genotype=/g.json"],
+         "task=external": ["task.checkpoint=/some/backbone.safetensors"]}
 
 
 def _compose(*overrides: str, name: str = "config"):
