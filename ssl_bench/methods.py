@@ -17,6 +17,9 @@ from ssl_bench import configs
 PRETEXT_TASKS = ("rotation", "jigsaw", "relative_position", "inpainting")
 METHODS = (*PRETEXT_TASKS, "multitask", "multitask_all", "layerwise", "random", "supervised",
            "supervised_pretrain")
+# task configs that are not methods of the benchmark: `external` evaluates a checkpoint the
+# user brings (ssl-bench-eval)
+OTHER_TASKS = ("external",)
 
 
 def pretrains(method: str) -> bool:

@@ -16,7 +16,7 @@ from ssl_bench.tasks import build_task
 
 # one K and one probe keep a smoke run to a few seconds
 QUICK = ["profile=smoke", "data=synthetic", "task=rotation", "eval.labels_per_class=[20]",
-         "eval.probes.linear_stages=[conv2]", "eval.probes.knn_stages=[]"]
+         "eval.probes.linear_stages=[conv2]", "eval.probes.knn_stages=[]", "eval.probes.cosine_knn.stages=[]"]
 # the head, the backbone and the evaluator's classifier hardly move: finite, learns nothing
 NOTHING_LEARNT = ["task.train_lr=1e-12", "eval.optimizer.lr=1e-12"]  # lr=0 is refused: > 0
 

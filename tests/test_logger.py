@@ -27,8 +27,8 @@ SMALL = ("profile=smoke", "data=synthetic", "data.num_train=600", "data.num_test
          "train.pretext_eval_images=100", "eval.batch_size=16", f"eval.min_steps={EVAL_STEPS}",
          f"eval.max_steps={EVAL_STEPS}", f"eval.labels_per_class={KS}",
          f"eval.probes.labels_per_class={KS}", "eval.probes.linear_stages=[conv2]",
-         "eval.probes.knn_stages=[conv2]")
-PROTOCOLS = ["conv3_linear", "linear_probe_conv2", "knn_conv2"]
+         "eval.probes.knn_stages=[conv2]", "eval.probes.cosine_knn.stages=[conv3]")
+PROTOCOLS = ["conv3_linear", "linear_probe_conv2", "knn_conv2", "knn_cosine_conv3"]
 PER_STEP = {"pretrain/loss": EPOCHS * PER_EPOCH, "pretrain/lr": EPOCHS * PER_EPOCH,
             "pretrain/accuracy": EPOCHS * PER_EPOCH,
             **{f"eval/conv3_linear/K={k}/loss": EVAL_STEPS for k in KS}}
