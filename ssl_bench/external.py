@@ -16,8 +16,9 @@ pretrainings; nothing is pretrained. Two kinds of network:
 Before any work the file is read (safetensors, or `torch.load(weights_only=True)`), every
 key and shape is checked against the network (one line names the first mismatch, with both
 shapes), the stage map is checked against the module's layers, and a dummy batch is run
-through the stages. The run's identity holds the file's SHA-256, not its path: the same
-weights under another name or folder reuse their rows, changed weights never do.
+through the stages. The run's identity holds a SHA-256 of the weights (every tensor's name,
+dtype, shape and bytes), not the file's path: the same weights under another name, folder
+or file format reuse their rows, changed weights never do.
 """
 
 from __future__ import annotations
@@ -58,19 +59,25 @@ def checkpoint_name(path: str) -> str:
 
 
 @lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
+def _weights_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for key, tensor in sorted(read_state_dict(Path(path)).items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
 def content_hash(path: str | Path) -> str:
-    """SHA-256 of the weights file (cached per path, size and modification time)."""
+    """SHA-256 of the weights in the file: every tensor's name, dtype, shape and bytes.
+
+    The tensors, not the file's bytes: the same weights exported again (whose metadata
+    holds another git sha), or saved in the other format, are the same evaluation; one
+    changed weight is not. Cached per path, size and modification time.
+    """
     file = weights_path(path)
     stat = file.stat()
-    return _sha256(str(file), stat.st_size, stat.st_mtime_ns)
+    return _weights_sha256(str(file), stat.st_size, stat.st_mtime_ns)
 
 
 class MappedBackbone(nn.Module):
@@ -202,7 +209,8 @@ def _override_value(text: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     """`ssl-bench-eval CHECKPOINT [--name NAME] [overrides]`: `ssl-bench task=external ...`."""
     parser = argparse.ArgumentParser(
-        prog="ssl-bench-eval", description="Evaluate a backbone checkpoint under the protocol; any "
+        prog="ssl-bench-eval", usage="ssl-bench-eval CHECKPOINT [--name NAME] [ssl-bench overrides ...]",
+        description="Evaluate a backbone checkpoint under the protocol; any "
         "other argument is an ssl-bench override (e.g. -m seed=0,1,2 data.root=...).")
     parser.add_argument("checkpoint", help=f"a {WEIGHTS} (or its folder), another .safetensors "
                         "file or a torch.save'd state dict")

@@ -98,6 +98,8 @@ def test_the_run_id_hashes_the_file_content_not_its_path(make_cfg, tmp_path, pre
     first = run_id(folder / WEIGHTS)
     assert run_id(copy) == first  # same bytes, other name and folder
     state = load_file(str(copy))
+    save_file(state, str(copy), metadata={"exported": "again, by another commit"})
+    assert run_id(copy) == first  # same weights, other metadata: the same evaluation
     state["conv1.0.weight"] = state["conv1.0.weight"] + 1e-3
     save_file(state, str(copy))
     assert run_id(copy) != first  # one weight changed: never the old rows
