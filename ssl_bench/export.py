@@ -9,7 +9,9 @@ rides in the safetensors metadata, so the weights file alone is enough.
 `load_backbone(path)` turns either back into a ready `nn.Module` in plain PyTorch: build the
 network from the config, check the file's keys and shapes against it (one line naming the
 first mismatch), load, eval mode. No pickle is read anywhere (safetensors holds tensors
-only), so a weights file from a stranger cannot run code.
+only), and a description may only name the suite's own backbone builders (`BUILDERS`): a
+weights file from a stranger cannot run code. A searched backbone's genotype file is
+copied beside the export and named relative to it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ WEIGHTS = "backbone.safetensors"
 CONFIG = "backbone.json"
 FORMAT = "ssl_bench.backbone/1"
 METADATA_KEY = "ssl_bench"
+# the only `_target_`s a description may name: it is read from files anyone can write, and
+# Hydra would call whatever it names
+BUILDERS = ("ssl_bench.backbone.ConvBackbone", "ssl_bench.search.model.searched_backbone")
 
 
 def plain_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -43,8 +48,14 @@ def save_backbone(folder: Path, backbone: torch.nn.Module, backbone_cfg: Mapping
                   about: Mapping[str, Any]) -> Path:
     """Write `folder/backbone.safetensors` and `folder/backbone.json` (atomically); returns
     the weights file. `backbone_cfg`: the resolved backbone config (with `_target_`);
-    `about`: where the weights came from, for people (not read back)."""
-    description = {"format": FORMAT, "backbone": dict(backbone_cfg), **about}
+    `about`: where the weights came from, for people (not read back). A genotype file the
+    config names (a searched backbone) is copied beside the weights and named by file name."""
+    config = dict(backbone_cfg)
+    if config.get("genotype"):
+        genotype = Path(str(config["genotype"]))
+        atomic_write_bytes(folder / genotype.name, genotype.read_bytes())
+        config["genotype"] = genotype.name  # resolved against the weights' folder on load
+    description = {"format": FORMAT, "backbone": config, **about}
     blob = save(plain_state(backbone), metadata={METADATA_KEY: json.dumps(description, default=str)})
     atomic_write_bytes(folder / WEIGHTS, blob)
     atomic_write_json(folder / CONFIG, description)
@@ -63,11 +74,12 @@ def weights_path(path: str | Path) -> Path:
 
 
 def read_description(weights: Path) -> dict[str, Any] | None:
-    """The backbone description of a weights file: the JSON beside it, else the file's own
-    metadata; None when neither exists (a safetensors file from elsewhere)."""
+    """The backbone description of a weights file: the JSON beside it (`backbone.json`, or
+    `<stem>.json` when it is one of ours: other JSON files there are the user's own), else
+    the file's own metadata; None when neither exists (a file from elsewhere)."""
     sidecar = weights.with_name(CONFIG) if weights.name == WEIGHTS else weights.with_suffix(".json")
     text = None
-    if sidecar.is_file():
+    if sidecar.is_file() and (weights.name == WEIGHTS or f'"{FORMAT}"' in sidecar.read_text()):
         text = sidecar.read_text()
     elif weights.suffix == ".safetensors":
         try:
@@ -81,9 +93,17 @@ def read_description(weights: Path) -> dict[str, Any] | None:
         description = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"the backbone description of {weights} is not valid JSON ({exc})") from None
-    if not isinstance(description, dict) or not isinstance(description.get("backbone"), dict):
-        raise UserError(f"the backbone description of {weights} has no 'backbone' config; "
-                        f"it was not written by ssl_bench")
+    ours = isinstance(description, dict) and description.get("format") == FORMAT
+    config = description.get("backbone") if ours else None
+    if not isinstance(config, dict):
+        raise UserError(f"the backbone description of {weights} is not one of ssl_bench's ({FORMAT}); "
+                        f"remove it, or evaluate the file with ssl-bench-eval and backbone=<name>")
+    if config.get("_target_") not in BUILDERS:
+        raise UserError(f"the backbone description of {weights} names _target_="
+                        f"{config.get('_target_')!r}; only ssl_bench's backbones ({', '.join(BUILDERS)}) "
+                        f"are built from a description (it could name any function)")
+    if config.get("genotype") and not Path(str(config["genotype"])).is_absolute():
+        config["genotype"] = str(weights.parent / str(config["genotype"]))
     return description
 
 

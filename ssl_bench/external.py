@@ -16,15 +16,18 @@ pretrainings; nothing is pretrained. Two kinds of network:
 Before any work the file is read (safetensors, or `torch.load(weights_only=True)`), every
 key and shape is checked against the network (one line names the first mismatch, with both
 shapes), the stage map is checked against the module's layers, and a dummy batch is run
-through the stages. The run's identity holds a SHA-256 of the weights (every tensor's name,
-dtype, shape and bytes), not the file's path: the same weights under another name, folder
-or file format reuse their rows, changed weights never do.
+through the stages. Of a module's file only the mapped layers' keys are needed (a classifier
+or a projector head in it is left out, with a log line). The run's identity holds a SHA-256
+of the weights (every tensor's name, dtype, shape and bytes), not the file's path: the same
+weights under the same task name (`ext-<file stem>` unless `--name` sets it) reuse their
+rows from any folder or file format; changed weights never do.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import sys
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -35,9 +38,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from ssl_bench.backbone import STAGES
+from ssl_bench.checkpoint import state_dict_misfit
 from ssl_bench.errors import UserError, instantiate
 from ssl_bench.export import WEIGHTS, load_into, read_description, read_state_dict, weights_path
 from ssl_bench.paths import resolve_path
+
+log = logging.getLogger(__name__)
 
 
 def is_external(cfg: DictConfig) -> bool:
@@ -59,7 +65,7 @@ def checkpoint_name(path: str) -> str:
 
 
 @lru_cache(maxsize=32)
-def _weights_sha256(path: str, size: int, mtime_ns: int) -> str:
+def _weights_sha256(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
     digest = hashlib.sha256()
     for key, tensor in sorted(read_state_dict(Path(path)).items()):
         flat = tensor.detach().cpu().contiguous().reshape(-1)
@@ -73,11 +79,11 @@ def content_hash(path: str | Path) -> str:
 
     The tensors, not the file's bytes: the same weights exported again (whose metadata
     holds another git sha), or saved in the other format, are the same evaluation; one
-    changed weight is not. Cached per path, size and modification time.
+    changed weight is not. Cached per path, size, inode and change times.
     """
     file = weights_path(path)
     stat = file.stat()
-    return _weights_sha256(str(file), stat.st_size, stat.st_mtime_ns)
+    return _weights_sha256(str(file), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
 
 class MappedBackbone(nn.Module):
@@ -129,9 +135,11 @@ def _stage_layers(model: nn.Module, stages: Mapping[str, Sequence[str] | str], t
             if name not in layers or not name:
                 raise UserError(f"task.stages.{stage} names the layer {name!r}, which {target} does not "
                                 f"have; its top-level layers are: {', '.join(top)}")
-            if name in seen:
-                raise UserError(f"task.stages.{stage} names the layer {name!r}, which "
-                                f"task.stages.{seen[name]} uses already: each layer belongs to one stage")
+            inside = next((other for other in seen if name == other or name.startswith(f"{other}.")
+                           or other.startswith(f"{name}.")), None)
+            if inside is not None:
+                raise UserError(f"task.stages.{stage} names the layer {name!r}, which overlaps {inside!r} "
+                                f"of task.stages.{seen[inside]}: each layer belongs to one stage, once")
             seen[name] = stage
         out[stage] = nn.Sequential(*[layers[n] for n in names])
     return out
@@ -170,10 +178,29 @@ def _mapped_backbone(cfg: DictConfig, weights: Path, image_shape: tuple[int, int
     model = instantiate(cfg.task.model)
     if not isinstance(model, nn.Module):
         raise UserError(f"task.model builds a {type(model).__name__}, not a torch.nn.Module")
-    load_into(model, read_state_dict(weights), weights, target)
     stages = _stage_layers(model, OmegaConf.to_container(cfg.task.stages), target)
+    _load_mapped_layers(model, OmegaConf.to_container(cfg.task.stages), read_state_dict(weights), weights,
+                        target)
     name = target.rsplit(".", 1)[-1]
     return MappedBackbone(name, stages, _stage_channels(stages, image_shape, target))
+
+
+def _load_mapped_layers(model: nn.Module, stages: Mapping[str, Sequence[str] | str],
+                        state: Mapping[str, torch.Tensor], weights: Path, target: str) -> None:
+    """Load the file's weights of the mapped layers into `model`, every one of their keys and
+    shapes checked; the file's other keys (a classifier, a projector head) are not needed by
+    the protocol and are left out, with a log line that says how many."""
+    names = [n for layers in stages.values() for n in ([layers] if isinstance(layers, str) else layers)]
+    prefixes = tuple(f"{n}." for n in names)
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
+    misfit = state_dict_misfit(expected, {k: v for k, v in state.items() if k.startswith(prefixes)})
+    if misfit:
+        raise UserError(f"the weights in {weights} do not fit the mapped layers of {target}: {misfit}")
+    model.load_state_dict({k: state[k] for k in expected}, strict=False)
+    left_out = sorted(k for k in state if not k.startswith(prefixes))
+    if left_out:
+        log.info("%d key(s) of %s are outside the mapped layers and not used (e.g. %s)", len(left_out),
+                 weights, ", ".join(left_out[:3]))
 
 
 def prepare(cfg: DictConfig) -> nn.Module:

@@ -14,7 +14,9 @@ images (the largest K subset, which holds every smaller one) and the test set:
 Features are average-pooled to a `pool_grid` × `pool_grid` map and flattened, which keeps a
 little spatial layout (a global pool would discard it) at a size logistic regression can fit
 in seconds on a CPU. The cosine k-NN reads the globally pooled features (the representation
-the other suites vote on), so its numbers can be set beside theirs.
+the other suites vote on), so its numbers can be set beside theirs at the same number of
+labelled images; where K x classes <= k (K <= 20 on CIFAR-10) every labelled image votes,
+weighted by its similarity.
 """
 
 from __future__ import annotations
@@ -101,13 +103,15 @@ def cosine_knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: to
     the lower class index).
     """
     train = F.normalize(train_x.float(), dim=1)
+    train_y, test_y = train_y.to(train.device), test_y.to(train.device)
     k = min(k, len(train))
     correct = 0
     for i in range(0, len(test_x), chunk):
-        similarity = F.normalize(test_x[i:i + chunk].float(), dim=1) @ train.T
+        similarity = F.normalize(test_x[i:i + chunk].to(train.device).float(), dim=1) @ train.T
         top, index = similarity.topk(k, dim=1)
         votes = torch.zeros(len(top), num_classes, dtype=top.dtype, device=top.device)
-        votes.scatter_add_(1, train_y[index], (top / temperature).exp())
+        # exp((s - s_max) / T): the same vote up to a factor per test image, with no overflow
+        votes.scatter_add_(1, train_y[index], ((top - top[:, :1]) / temperature).exp())
         correct += int((votes.argmax(1) == test_y[i:i + chunk]).sum())
     return correct / max(len(test_x), 1) * 100.0
 
@@ -118,7 +122,7 @@ def cosine_knn_name(cfg: DictConfig, stage: str) -> str:
     settings = cfg.cosine_knn
     if int(settings.k) == COSINE_KNN_DEFAULT[0] and float(settings.temperature) == COSINE_KNN_DEFAULT[1]:
         return f"knn_cosine_{stage}"
-    return f"knn_cosine_k{int(settings.k)}_t{float(settings.temperature):g}_{stage}"
+    return f"knn_cosine_k{int(settings.k)}_t{float(settings.temperature)!r}_{stage}"
 
 
 def probe_protocols(cfg: DictConfig) -> list[str]:

@@ -210,19 +210,29 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
                 exc.checkpoint.move_aside()
         result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.train.seed),
                           cfg.channels_last, cfg.progress, cfg.precision)
+        entry.finish(asdict(result))
         if ctx.is_main:
             export_backbone(cfg, backbone, folder, result)
-        entry.finish(asdict(result))
         return result, False, folder
 
 
-def export_backbone(cfg: DictConfig, backbone: ConvBackbone, folder: Path, result: PretrainResult) -> Path:
-    """`backbone.safetensors` + `backbone.json` of a finished pretraining (`ssl_bench.export`)."""
+def export_backbone(cfg: DictConfig, backbone: ConvBackbone, folder: Path,
+                    result: PretrainResult) -> Path | None:
+    """`backbone.safetensors` + `backbone.json` of a finished pretraining (`ssl_bench.export`).
+
+    A copy for use elsewhere, written after the pretraining is recorded as finished: a folder
+    that refuses the files (read-only, full) costs a warning, never the run.
+    """
     about = {"task": cfg.task.name, "pretrain_id": folder.name, "data": cfg.data.name,
              "epochs": result.epochs, "seed": int(cfg.train.seed), "precision": cfg.precision,
              "pretext_metric": result.pretext_metric, "pretext_metric_name": result.metric_name,
              "git_sha": git_sha()}
-    path = save_backbone(folder, backbone, OmegaConf.to_container(cfg.backbone, resolve=True), about)
+    try:
+        path = save_backbone(folder, backbone, OmegaConf.to_container(cfg.backbone, resolve=True), about)
+    except OSError as exc:
+        log.warning("could not write the backbone's weights into %s (%s); the run goes on without them",
+                    folder, exc.strerror or exc)
+        return None
     log.info("pretrained backbone weights: %s (ssl_bench.load_backbone reads them)", path)
     return path
 
@@ -354,7 +364,7 @@ def _load_data(cfg: DictConfig) -> tuple[DataSplits, DataSplits]:
                  splits.source, len(splits.train), len(splits.test), len(splits.unlabeled),
                  tuple(splits.train.images.shape[1:]), splits.num_classes)
     smallest = int(eval_data.train.class_counts().min())
-    for key in ("labels_per_class", "probes.labels_per_class"):
+    for key in ("labels_per_class", "probes.labels_per_class", "finetune.labels_per_class"):
         bad = [k for k in OmegaConf.select(cfg.eval, key) if not 0 < int(k) <= smallest]
         if bad:
             raise UserError(f"eval.{key} has {bad}, but each value must be in 1..{smallest} "
@@ -462,7 +472,7 @@ class RowWriter:
         protocol = result.get("protocol", self.cfg.eval.protocol)
         if self.pretext_at_chance:
             hint = "its pretraining is at chance too: fix that first (train.optimizer.lr, the data)"
-        elif protocol == self.cfg.eval.protocol:
+        elif protocol in (self.cfg.eval.protocol, FINETUNE):
             hint = (f"try a lower eval.optimizer.lr (now {self.cfg.eval.optimizer.lr}) and check the data "
                     "and labels")
         else:

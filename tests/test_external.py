@@ -219,7 +219,7 @@ def test_a_module_with_a_stage_map_is_evaluated_and_rows_written(make_cfg, tmp_p
     ("{conv1: [stem], conv2: [block5], conv3: [top]}",
      "task.stages.conv2 names the layer 'block5', which tests.test_external.TinyNet does not have; its "
      "top-level layers are: stem, down, block, top, head"),
-    ("{conv1: [stem], conv2: [block], conv3: [block]}", "uses already"),
+    ("{conv1: [stem], conv2: [block], conv3: [block]}", "overlaps 'block' of task.stages.conv2"),
     ("{conv1: [stem], conv2: [top], conv3: [block]}", "the stage map does not fit .* fails in conv2"),
     ("{conv1: [stem], conv2: [block], conv3: [head]}", "fails in conv3"),
 ])
@@ -305,3 +305,99 @@ def test_ssl_bench_eval_on_the_command_line_writes_the_original_rows(tmp_path, p
     expected = _accuracies(rows)
     assert got.keys() == expected.keys()
     assert all(abs(got[key] - expected[key]) < 1e-4 for key in got)  # the CSV keeps 6 digits
+
+
+# ---------------------------------------------------------------- what a file may make us do
+
+
+def test_a_description_naming_another_builder_is_refused_before_anything_is_called(tmp_path):
+    target = tmp_path / "written"
+    description = {"format": "ssl_bench.backbone/1",
+                   "backbone": {"_target_": "torch.save", "obj": 1, "f": str(target)}}
+    path = tmp_path / WEIGHTS
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"ssl_bench": json.dumps(description)})
+    with pytest.raises(UserError, match="names _target_='torch.save'; only ssl_bench's backbones"):
+        load_backbone(path)
+    assert not target.exists()  # nothing was called
+
+
+def test_a_json_of_the_users_own_beside_a_state_dict_is_not_taken_for_a_description(make_cfg, tmp_path):
+    backbone = build_backbone(make_cfg(*SMOKE).backbone, 0)
+    path = tmp_path / "mine.pt"
+    torch.save({"state_dict": backbone.state_dict(), "epoch": 7}, path)  # a training checkpoint
+    (tmp_path / "mine.json").write_text(json.dumps({"backbone": {"_target_": "os.getcwd"}, "lr": 0.1}))
+    loaded = _external(make_cfg, path)  # unwrapped from 'state_dict'; the JSON is the user's
+    pairs = zip(loaded.state_dict().values(), backbone.state_dict().values())
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_a_module_needs_only_its_mapped_layers_from_the_file(make_cfg, tmp_path):
+    net = TinyNet()
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("head.")}
+    state["projector.weight"] = torch.zeros(3, 3)  # an SSL checkpoint: no classifier, a projector
+    path = tmp_path / "ssl.pt"
+    torch.save(state, path)
+    mapped = _external(make_cfg, path, f"+task.model._target_={TINY}", f"task.stages={TINY_STAGES}")
+    assert torch.equal(mapped.conv1[0][0].weight, net.stem[0].weight)  # the file's weights
+    assert torch.equal(mapped.conv3[0][0].weight, net.top[0].weight)
+    del state["block.0.bias"]
+    torch.save(state, path)
+    with pytest.raises(UserError, match=r"mapped layers of .*TinyNet: it lacks the key 'block\.0\.bias'"):
+        _external(make_cfg, path, f"+task.model._target_={TINY}", f"task.stages={TINY_STAGES}")
+
+
+def test_overlapping_layers_in_the_stage_map_are_refused(make_cfg, tmp_path):
+    path = tmp_path / "tiny.pt"
+    torch.save(TinyNet().state_dict(), path)
+    with pytest.raises(UserError, match="'block.0', which overlaps 'block'"):
+        _external(make_cfg, path, f"+task.model._target_={TINY}",
+                  "task.stages={conv1: [stem, block], conv2: [block.0], conv3: [top]}")
+
+
+def test_a_finetune_k_above_the_smallest_class_fails_before_pretraining(make_cfg, tmp_path):
+    cfg = make_cfg(*SMOKE, "task=rotation", "eval.finetune.enabled=true",
+                   "eval.finetune.labels_per_class=[100000]")
+    with pytest.raises(UserError, match=r"eval.finetune.labels_per_class has \[100000\]"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "runs" / "pretrain").exists()
+
+
+@pytest.mark.slow
+def test_a_reused_pretraining_without_its_export_gets_one_and_is_not_retrained(make_cfg, tmp_path,
+                                                                              pretrained_run):
+    cfg, rows, folder = pretrained_run
+    kept = tmp_path / "kept.safetensors"
+    (folder / WEIGHTS).replace(kept)  # as a pretraining finished before exports existed
+    try:
+        checkpoint = (folder / "checkpoint.pt").stat().st_mtime_ns
+        # another evaluation seed, the same pretraining
+        again = run(OmegaConf.merge(cfg, {"seed": 2, "train": {"seed": 1}}), tmp_path / "again")
+        assert again[0]["pretrain_reused"] and (folder / "checkpoint.pt").stat().st_mtime_ns == checkpoint
+        fresh, old = load_file(str(folder / WEIGHTS)), load_file(str(kept))
+        assert fresh.keys() == old.keys() and all(torch.equal(fresh[k], old[k]) for k in old)
+    finally:
+        if not (folder / WEIGHTS).exists():  # the other tests of the module read it
+            kept.replace(folder / WEIGHTS)
+
+
+@pytest.mark.slow
+def test_finetuning_starts_from_the_weights_the_frozen_protocol_evaluates(make_cfg, tmp_path, monkeypatch,
+                                                                         pretrained_run):
+    import ssl_bench.run as run_module
+
+    _, _, folder = pretrained_run
+    exported = load_file(str(folder / WEIGHTS))
+    seen = []
+    original = run_module.evaluate_scratch
+
+    def spy(build, *args, **kwargs):
+        seen.append((kwargs.get("protocol"), build(0).state_dict()))
+        return original(build, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "evaluate_scratch", spy)
+    cfg = make_cfg(*SMOKE, "task=external", f"task.checkpoint={folder}", "eval.finetune.enabled=true",
+                   "eval.probes.enabled=false", "eval.finetune.labels_per_class=[5]")
+    run(cfg, tmp_path / "run")
+    [(protocol, start)] = seen
+    assert protocol == "finetune" and start.keys() == exported.keys()
+    assert all(torch.equal(start[k], exported[k]) for k in exported)
