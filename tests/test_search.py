@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from omegaconf import open_dict
 from torch import nn
 
+from ssl_bench import load_backbone
 from ssl_bench.backbone import ConvBackbone, frozen_stages, reset_parameters
 from ssl_bench.errors import UserError, instantiate
 from ssl_bench.run import run
@@ -321,6 +322,11 @@ def test_searched_backbone_runs_through_the_pipeline(make_cfg, tmp_path):
     # the same settings again: every row is already there, nothing is recomputed
     assert len(run(cfg, tmp_path / "run2")) == len(rows)
     assert not (tmp_path / "run2" / "results.json").exists()
+    # its export carries the genotype: the weights load without the search's own file
+    folder = Path(cfg.paths.runs_dir) / "pretrain" / rows[0]["pretrain_id"]
+    path.unlink()
+    loaded = load_backbone(folder)
+    assert type(loaded).__name__ == "SearchedBackbone" and (folder / path.name).is_file()
 
 
 def test_searched_backbone_is_a_drop_in_for_frozen_stages_and_layerwise():
