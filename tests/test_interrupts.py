@@ -10,7 +10,7 @@ import pytest
 
 from ssl_bench.interrupts import interruptible, stop_cleanly
 from tests.conftest import PROJECT_ROOT
-from tests.test_crash import _command, _epochs_logged
+from tests.test_crash import _command, _epochs_logged, lower_priority
 
 
 def test_ctrl_c_becomes_one_line_and_status_130(capsys):
@@ -44,6 +44,7 @@ def test_sigterm_becomes_one_line_and_status_143_and_the_old_handler_returns(cap
 def test_a_signalled_run_says_so_in_one_line_and_the_rerun_continues(tmp_path, sig, status, word):
     runs = tmp_path / "runs"
     proc = subprocess.Popen(_command(runs), cwd=PROJECT_ROOT, start_new_session=True,
+                            preexec_fn=lower_priority,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while _epochs_logged(runs) < 2 and proc.poll() is None and time.monotonic() < deadline:
