@@ -38,8 +38,11 @@ def _command(runs: Path) -> list[str]:
 
 def lower_priority() -> None:
     """`preexec_fn` of a job the test watches and then stops: on a loaded machine the test
-    must see the job's progress before the job is done, so the job yields the CPU first."""
+    must see the job's progress before the job is done, so the job yields the CPU first; and
+    Ctrl-C takes its default action even when the test itself was started with SIGINT
+    ignored (a background `cmd &` of a non-interactive shell), which the job would inherit."""
     os.nice(10)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _epochs_logged(runs: Path) -> int:
