@@ -18,6 +18,8 @@ results are never mixed.
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 
 import torch
 
@@ -37,6 +39,44 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
     except OSError:
         pass
     return set()
+
+
+def cpu_info(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where it is not there)."""
+    info: dict[str, str] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
+def machine_name(device: torch.device, path: str = "/proc/cpuinfo") -> str:
+    """The machine a result was measured on, in words, for the leaderboard's `machine` column.
+
+    CPU model names here are often vague ("AMD EPYC" names Zen 3 and Zen 5 alike), so the
+    family/model numbers, the core count and whether bf16 is native go with it: a row's
+    seconds, and which precision `auto` picked, depend on them.
+    """
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device.type
+    info = cpu_info(path)
+    name = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    parts = [name]
+    if "cpu family" in info and "model" in info:
+        parts.append(f"family {info['cpu family']} model {info['model']}")
+    parts.append(f"{os.cpu_count() or '?'} CPUs")
+    flags = set(info.get("flags", "").split())
+    if flags:
+        parts.append("bf16 native" if flags & set(CPU_BF16_FLAGS) else "no native bf16")
+    return ", ".join(parts)
 
 
 def resolve_precision(name: str, device: torch.device, flags: set[str] | None = None) -> str:

@@ -57,7 +57,11 @@ PRETEXT_PLOT = "pretext_vs_downstream.png"
 # Columns added to the leaderboard over time: an old CSV lacks them, the report must not.
 OPTIONAL = ["pretrain_dataset", "pretrain_reused", "pretrain_id", "started_at", "finished_at",
             "pretext_metric", "pretext_metric_name", "pretrain_seconds", "eval_seconds",
-            "profile", "git_sha", "seed"]
+            "profile", "git_sha", "seed", "precision", "machine", "pretrain_epochs"]
+# Conditions that should be one value for every method a table compares; `_conditions_note`
+# names the methods of each value when they are not (e.g. a run finished on another machine).
+CONDITIONS = {"precision": "precision", "pretrain_epochs": "pretraining passes (pretext methods)",
+              "machine": "machine"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 
 
@@ -445,12 +449,40 @@ def _header(df: pd.DataFrame) -> list[str]:
             f"- Data set(s): {data or 'n/a'}",
             f"- Profile(s): {counts('profile')}",
             f"- Git sha(s): {counts('git_sha', short=True)}",
+            f"- Precision(s): {counts('precision')}",
+            f"- Machine(s): {counts('machine')}",
             f"- Runs: {df['run_id'].nunique()} ({len(df)} result rows)",
             f"- Finished: {dates}", "",
             "Regenerated from the leaderboard CSV by `ssl-bench-leaderboard`; do not edit. "
             "Test accuracy in percent, mean over seeds; ± std is the sample standard deviation; "
             "95% CI is mean ± t(0.975, n−1)·std/√n (n/a below 2 seeds).", "",
-            _interval_scope(df), ""]
+            _interval_scope(df), "", *_conditions_note(df)]
+
+
+def _conditions_note(df: pd.DataFrame) -> list[str]:
+    """One line per condition (`CONDITIONS`) that differs between the rows: which methods ran
+    with which value, so a reader sees what a comparison across them mixes.
+
+    Precision and passes change the numbers (within noise or not, a user should be told); the
+    machine changes only the seconds. Pretraining passes count only for methods that pretrain
+    (0 for the baselines is not a difference). Rows that lack the column (older CSVs) say so.
+    """
+    lines = []
+    for col, label in CONDITIONS.items():
+        part = df
+        if col == "pretrain_epochs":
+            epochs = pd.to_numeric(df[col], errors="coerce")
+            part = df[epochs.fillna(0) > 0].assign(**{col: epochs[epochs.fillna(0) > 0].astype(int)})
+        values = part[col].astype(object).where(part[col].notna(), "not recorded")
+        if values.nunique() < 2:
+            continue
+        groups = []
+        for value, rows in part.assign(_v=values).groupby("_v", sort=True):
+            tasks = ", ".join(sorted(rows["task"].astype(str).unique()))
+            groups.append(f"{value}: {tasks}")
+        lines.append(f"Not one {label} for every row: " + "; ".join(groups)
+                     + ". Comparisons across these groups mix it.")
+    return lines + ([""] if lines else [])
 
 
 def _interval_scope(df: pd.DataFrame) -> str:

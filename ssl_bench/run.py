@@ -29,7 +29,7 @@ from ssl_bench.backbone import ConvBackbone
 from ssl_bench.chance import ACCURACY, at_chance, chance_accuracy, describe, flag
 from ssl_bench.checkpoint import BadCheckpoint
 from ssl_bench.data import DataSplits, load_data
-from ssl_bench.device import resolve_device, resolve_precision
+from ssl_bench.device import machine_name, resolve_device, resolve_precision
 from ssl_bench.errors import UserError, instantiate
 from ssl_bench.evaluate import evaluate, evaluate_scratch, recalibrate_batchnorm, trainable_copy
 from ssl_bench.export import WEIGHTS, save_backbone
@@ -280,7 +280,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
             pretext, reused, pretrain_folder = pretrained(cfg, backbone, data, device, ctx)
         torch.manual_seed(seed)
         rows = RowWriter(cfg, run_id, run_dir, leaderboard, pretext, reused, pretrain_folder,
-                         meta["git_sha"], started_at, ctx.is_main)
+                         meta["git_sha"], meta["machine"], started_at, ctx.is_main)
         _evaluate(cfg, backbone, eval_data, device, [k for p, k in todo if p == cfg.eval.protocol],
                   done_keys, rows.record)
 
@@ -316,7 +316,7 @@ def _write_run_files(cfg: DictConfig, run_dir: Path, ctx: distributed.Context, d
             "threads": torch.get_num_threads(), "channels_last": bool(cfg.channels_last),
             "deterministic": bool(cfg.deterministic), "precision": cfg.precision,
             "processes": ctx.world, "torch": torch.__version__, "python": platform.python_version(),
-            "host": platform.node(), "started_at": started_at}
+            "host": platform.node(), "machine": machine_name(device), "started_at": started_at}
     if ctx.is_main:
         atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
         atomic_write_json(run_dir / "meta.json", meta)
@@ -421,6 +421,7 @@ class RowWriter:
     reused: bool
     pretrain_folder: Path | None
     sha: str
+    machine: str
     started_at: str
     writer: bool
 
@@ -441,7 +442,8 @@ class RowWriter:
             "eval_budget_scale": result.get("eval_budget_scale"), "results_version": RESULTS_VERSION,
             "pretrain_seed": int(cfg.train.seed) if cfg.task.pretrain else None,
             "pretrain_epochs": pretext.epochs if pretext else 0, "precision": cfg.precision,
-            "profile": cfg.profile_name, "git_sha": self.sha, "started_at": self.started_at,
+            "profile": cfg.profile_name, "git_sha": self.sha, "machine": self.machine,
+            "started_at": self.started_at,
             "finished_at": now_iso(), "run_dir": str(self.run_dir), "at_chance": self.at_chance(result),
         }
 

@@ -18,7 +18,7 @@ from scipy.stats import t as student_t
 import ssl_bench.evaluate as evaluate_module
 from ssl_bench.backbone import ConvBackbone
 from ssl_bench.data.augment import to_float
-from ssl_bench.device import cpu_flags, resolve_precision
+from ssl_bench.device import cpu_flags, machine_name, resolve_precision
 from ssl_bench.distributed import Context
 from ssl_bench.errors import UserError
 from ssl_bench.evaluate import evaluate, evaluate_scratch, recalibrate_batchnorm
@@ -277,6 +277,20 @@ def test_cpu_flags_parses_cpuinfo(tmp_path):
                        "processor\t: 1\nflags\t\t: fpu vme avx2 avx512_bf16\n")
     assert cpu_flags(str(cpuinfo)) == {"fpu", "vme", "avx2", "avx512_bf16"}
     assert cpu_flags(str(tmp_path / "missing")) == set()
+
+
+def test_machine_name_tells_vaguely_named_cpus_apart(tmp_path, monkeypatch):
+    """"AMD EPYC" names Zen 3 and Zen 5 alike: the row's machine gives family, model, cores
+    and whether bf16 is native, which the seconds and precision=auto depend on."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    zen3, zen5 = tmp_path / "zen3", tmp_path / "zen5"
+    zen3.write_text("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 1\n"
+                    "flags\t\t: fpu avx2\n\nprocessor\t: 1\nmodel name\t: other\n")
+    zen5.write_text("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 26\nmodel\t\t: 2\n"
+                    "flags\t\t: fpu avx2 avx512_bf16\n")
+    assert machine_name(CPU, str(zen3)) == "AMD EPYC, family 25 model 1, 2 CPUs, no native bf16"
+    assert machine_name(CPU, str(zen5)) == "AMD EPYC, family 26 model 2, 2 CPUs, bf16 native"
+    assert machine_name(CPU, str(tmp_path / "missing")).endswith("2 CPUs")  # no /proc: still a name
 
 
 # ----------------------------------------------------------------------------- 6. conv4

@@ -81,17 +81,18 @@ def _drop_column(column: str) -> Callable[[bytes], bytes]:
         ",".join(f for i, f in enumerate(x.split(",")) if i != j) if x else x for x in ls]))
 
 
+N = len(COLUMNS)  # fields of a whole row: the expected counts follow the schema as it grows
 FAULTS = [
     # a quote opened and never closed; one closed two lines later (the lines become one value)
     pytest.param(_edit(lambda ls: _set(ls, 3, "task", '"rotation')), ["line 3", "quote"], id="torn-quote"),
     pytest.param(_edit(lambda ls: (_set(ls, 2, "task", '"rotation'), _set(ls, 4, "dataset", 'd"'))),
-                 ["line 2", "28 fields", "runs on to line 4"], id="quote-closed-lines-later"),
-    pytest.param(_edit(lambda ls: _set(ls, 3, "task", "rota,tion")), ["line 3", "30 fields", "has 29"],
+                 ["line 2", f"{N - 1} fields", "runs on to line 4"], id="quote-closed-lines-later"),
+    pytest.param(_edit(lambda ls: _set(ls, 3, "task", "rota,tion")), ["line 3", f"{N + 1} fields", f"has {N}"],
                  id="extra-field"),
-    pytest.param(_edit(lambda ls: ls.__setitem__(3, ls[3] + ",extra")), ["line 4", "30 fields"],
+    pytest.param(_edit(lambda ls: ls.__setitem__(3, ls[3] + ",extra")), ["line 4", f"{N + 1} fields"],
                  id="extra-field-at-end"),
     pytest.param(_edit(lambda ls: ls.__setitem__(2, ls[2].replace(",rotation,", ",", 1))),
-                 ["line 3", "28 fields"], id="missing-field"),
+                 ["line 3", f"{N - 1} fields"], id="missing-field"),
     pytest.param(_edit(lambda ls: _set(ls, 4, "labels_per_class", "twenty")),
                  ["line 4", "column labels_per_class", "'twenty'"], id="text-in-K"),
     pytest.param(_edit(lambda ls: _set(ls, 2, "labels_per_class", "2.5")),

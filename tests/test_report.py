@@ -117,6 +117,30 @@ def test_layout_order_overview_and_probe_summary():
     assert "- Git sha(s): abcdef0123 (10 runs)" in md and "- Runs: 10 (24 result rows)" in md
 
 
+def test_header_names_precisions_machines_and_which_methods_differ():
+    """A run finished on another machine, in another precision, is marked, with the methods
+    on each side; pretraining passes count only for methods that pretrain."""
+    zen5 = "AMD EPYC, family 26 model 2, 2 CPUs, bf16 native"
+    zen3 = "AMD EPYC, family 25 model 1, 2 CPUs, no native bf16"
+    rows = [_row(f"{t}{s}", t, 20, 40.0 + s, seed=s, precision=p, machine=m, pretrain_epochs=e)
+            for t, p, m, e in [("rotation", "bf16", zen5, 4), ("random", "bf16", zen5, 0),
+                               ("supervised_pretrain", "fp32", zen3, 4)] for s in range(3)]
+    md = render_markdown(pd.DataFrame(rows))
+    assert "- Precision(s): bf16 (6 runs), fp32 (3 runs)" in md
+    assert f"- Machine(s): {zen3} (3 runs), {zen5} (6 runs)" in md
+    assert ("Not one precision for every row: bf16: random, rotation; fp32: supervised_pretrain. "
+            "Comparisons across these groups mix it.") in md
+    assert f"Not one machine for every row: {zen3}: supervised_pretrain; {zen5}: random, rotation." in md
+    assert "pretraining passes" not in md  # 4 and 4; random's 0 is no pretraining, not a difference
+    rows[-1]["pretrain_epochs"], rows[-1]["machine"] = 2, math.nan  # one row without a machine
+    md = render_markdown(pd.DataFrame(rows))
+    assert ("Not one pretraining passes (pretext methods) for every row: 2: supervised_pretrain; "
+            "4: rotation, supervised_pretrain.") in md
+    assert "not recorded: supervised_pretrain" in md
+    same = render_markdown(pd.DataFrame([r for r in rows if r["task"] != "supervised_pretrain"]))
+    assert "Not one" not in same
+
+
 def _timed() -> pd.DataFrame:
     """Three runs: pretrain seconds repeated on every row of a run, eval seconds per row."""
     r1 = dict(pretrain_seconds=100.0, started_at="2024-05-01T10:00:00+00:00",
