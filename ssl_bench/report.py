@@ -472,7 +472,8 @@ def _conditions_note(df: pd.DataFrame) -> list[str]:
         part = df
         if col == "pretrain_epochs":
             epochs = pd.to_numeric(df[col], errors="coerce")
-            part = df[epochs.fillna(0) > 0].assign(**{col: epochs[epochs.fillna(0) > 0].astype(int)})
+            pretrains = epochs.fillna(0) > 0
+            part = df[pretrains].assign(**{col: epochs[pretrains].astype(int)})
         values = part[col].astype(object).where(part[col].notna(), "not recorded")
         if values.nunique() < 2:
             continue
