@@ -24,6 +24,7 @@ from ssl_bench.stats import (
     CONVERGENCE_TOLERANCE,
     MAIN_PROTOCOL,
     SETTING,
+    budget_scale,
     convergence,
     convergence_status,
     current_rows,
@@ -62,6 +63,9 @@ OPTIONAL = ["pretrain_dataset", "pretrain_reused", "pretrain_id", "started_at", 
 # names the methods of each value when they are not (e.g. a run finished on another machine).
 CONDITIONS = {"precision": "precision", "pretrain_epochs": "pretraining passes (pretext methods)",
               "machine": "machine"}
+# What the evaluator gives every method at one K (rows that train: conv3_linear, supervised,
+# finetune): a comparison is like for like only if these are one value per (setting, protocol, K).
+CELL_CONDITIONS = {"eval_samples": "labelled-sample budget", "eval_augment": "evaluator augmentation"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 
 
@@ -456,7 +460,7 @@ def _header(df: pd.DataFrame) -> list[str]:
             "Regenerated from the leaderboard CSV by `ssl-bench-leaderboard`; do not edit. "
             "Test accuracy in percent, mean over seeds; ± std is the sample standard deviation; "
             "95% CI is mean ± t(0.975, n−1)·std/√n (n/a below 2 seeds).", "",
-            _interval_scope(df), "", *_conditions_note(df)]
+            _interval_scope(df), "", *_conditions_note(df), *_cell_conditions_note(df)]
 
 
 def _conditions_note(df: pd.DataFrame) -> list[str]:
@@ -483,6 +487,33 @@ def _conditions_note(df: pd.DataFrame) -> list[str]:
             groups.append(f"{value}: {tasks}")
         lines.append(f"Not one {label} for every row: " + "; ".join(groups)
                      + ". Comparisons across these groups mix it.")
+    return lines + ([""] if lines else [])
+
+
+def _cell_conditions_note(df: pd.DataFrame) -> list[str]:
+    """One line per (setting, protocol, K) whose ranked rows (budget scale 1) do not share one
+    labelled-sample budget or one augmentation (`CELL_CONDITIONS`), with the methods of each.
+
+    The protocol gives every method the same budget and augmentation at a K; a leaderboard
+    merged from runs of two profiles, or a K rerun at a new budget beside its old rows, breaks
+    that silently, and a method listed under two values has both budgets averaged in one cell.
+    Rows without a budget (the probes: nothing is trained) are left out.
+    """
+    main = df[np.isclose(budget_scale(df), 1.0)]
+    lines = []
+    for col, label in CELL_CONDITIONS.items():
+        if col not in main.columns:
+            continue
+        part = main[main[col].notna()]
+        for cell, rows in part.groupby([*SETTING, "protocol", "labels_per_class"], sort=True):
+            values = rows[col].map(lambda v: f"{v:.0f}" if isinstance(v, float) else str(v))
+            if values.nunique() < 2:
+                continue
+            groups = [f"{value}: {', '.join(sorted(g['task'].astype(str).unique()))}"
+                      for value, g in rows.assign(_v=values).groupby("_v", sort=True)]
+            where = f"{_setting_label(*cell[:3])}, {cell[3]}, K={int(cell[4])}"
+            lines.append(f"Not one {label} at {where}: " + "; ".join(groups)
+                         + ". Its ranking is not like for like; a method named twice averages both.")
     return lines + ([""] if lines else [])
 
 

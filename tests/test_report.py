@@ -141,6 +141,30 @@ def test_header_names_precisions_machines_and_which_methods_differ():
     assert "Not one" not in same
 
 
+def test_header_marks_a_k_whose_methods_got_unequal_budgets_or_augmentations():
+    """Every method at a K gets one labelled-sample budget and one augmentation; a K rerun at
+    a new budget beside its old rows, or merged profiles, is named per cell with its methods.
+    Check rows (scale 2) and the probes (no budget) never trigger it."""
+    rows = [_row(f"{t}{s}", t, k, 40.0 + s, seed=s, eval_samples=128000, eval_augment="crop4+flip",
+                 eval_budget_scale=1.0) for t in ("rotation", "random") for k in (20, 400) for s in range(3)]
+    rows += [_row(f"{t}{s}x2", t, 400, 41.0, seed=s, eval_samples=256000, eval_augment="crop4+flip",
+                  eval_budget_scale=2.0) for t in ("rotation", "random") for s in range(3)]
+    rows += [_row(f"{t}{s}", t, 400, 30.0, seed=s, protocol="knn_conv3", eval_samples=math.nan,
+                  eval_augment=math.nan) for t in ("rotation", "random") for s in range(3)]
+    assert "Not one" not in render_markdown(pd.DataFrame(rows))
+    rows += [_row(f"random{s}new", "random", 400, 45.0, seed=s, eval_samples=512000,
+                  eval_augment="crop4+flip", eval_budget_scale=1.0) for s in range(3)]
+    rows[0]["eval_augment"] = "flip"  # rotation seed 0 at K=20
+    md = render_markdown(pd.DataFrame(rows))
+    assert ("Not one labelled-sample budget at cifar10 / small, conv3_linear, K=400: 128000: random, "
+            "rotation; 512000: random. Its ranking is not like for like; a method named twice "
+            "averages both.") in md
+    assert ("Not one evaluator augmentation at cifar10 / small, conv3_linear, K=20: crop4+flip: random, "
+            "rotation; flip: rotation.") in md
+    assert "budget at cifar10 / small, conv3_linear, K=20" not in md
+    assert "knn_conv3, K=" not in md
+
+
 def _timed() -> pd.DataFrame:
     """Three runs: pretrain seconds repeated on every row of a run, eval seconds per row."""
     r1 = dict(pretrain_seconds=100.0, started_at="2024-05-01T10:00:00+00:00",
