@@ -233,18 +233,24 @@ def _overview(stats: pd.DataFrame, checks: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _budget_label(r: pd.Series) -> str:
+    """`×2`, with the labelled samples at B where the rows record them (`×2 of 256,000`)."""
+    samples = r.get("base_samples", "-")
+    return f"×{r['scale']:g}" + ("" if samples == "-" or pd.isna(samples) else f" of {int(samples):,}")
+
+
 def _convergence_section(checks: pd.DataFrame) -> list[str]:
     lines = ["## Convergence check", ""]
     if checks.empty:
         return lines + ["Not run: no rows with a larger budget (`make converge`, i.e. "
                         "`ssl-bench experiment=converge`). Every cell is unchecked (?).", ""]
-    lines += ["Each checked cell rerun with the labelled-sample budget times `scale`; means over "
-              "the seeds that have both budgets. ✗ = |Δ| above "
+    lines += ["Each checked cell rerun with the labelled-sample budget times `scale` (of the labelled "
+              "samples at B, where recorded); means over the seeds that have both budgets. ✗ = |Δ| above "
               f"{CONVERGENCE_TOLERANCE:g} point.", ""]
     rows = []
     for _, r in checks.sort_values(SETTING + ["protocol", "task", "labels_per_class"]).iterrows():
         rows.append([_setting_label(r["dataset"], r["pretrain_dataset"], r["backbone"]), str(r["protocol"]),
-                     str(r["task"]), str(r["labels_per_class"]), f"×{r['scale']:g}", str(r["n"]),
+                     str(r["task"]), str(r["labels_per_class"]), _budget_label(r), str(r["n"]),
                      _num(r["mean_b"]), _num(r["mean_2b"]), f"{r['delta']:+.2f}",
                      CHECK_MARK[r["status"]]])
     lines += _md_table(["setting", "protocol", "method", "K", "budget", "seeds", "mean at B",

@@ -7,7 +7,8 @@ before anyone believes it:
 - **Is each number converged?** The convergence check reruns cells of the leaderboard with
   the evaluator's labelled-sample budget doubled (`eval.budget_scale=2`, rows marked by
   `eval_budget_scale`). `convergence` pairs every such row with the row of the same run at
-  budget 1 (same method, seed, K, protocol, pretraining) and reports the mean change.
+  budget 1 (same method, seed, K, protocol, pretraining, and the budget it doubles) and
+  reports the mean change.
   Rows at a scale other than 1 are check rows only: `main_rows` keeps them out of every
   ranking and summary.
 - **Is a difference between two methods real?** Every method with the same seed is
@@ -154,39 +155,49 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     return stats[SUMMARY_COLUMNS]
 
 
-CONVERGENCE_COLUMNS = SETTING + ["protocol", "labels_per_class", "task", "scale", "n", "mean_b",
-                                 "mean_2b", "delta", "status"]
+CONVERGENCE_COLUMNS = SETTING + ["protocol", "labels_per_class", "task", "scale", "base_samples", "n",
+                                 "mean_b", "mean_2b", "delta", "status"]
 
 
 def convergence(table: pd.DataFrame, tolerance: float = CONVERGENCE_TOLERANCE) -> pd.DataFrame:
     """Per (setting, protocol, K, method) with check rows: mean at budget 1 and at the larger
     budget over the seeds that have both, their difference, and `pass`/`fail` (|delta| <=
-    `tolerance` points). Cells without check rows are absent (see `convergence_status`)."""
+    `tolerance` points). A check pairs with the budget-1 rows whose labelled samples it
+    multiplies (`base_samples`; "-" where rows do not record them), so a cell checked at two
+    budgets has a line for each. Cells without check rows are absent (see `convergence_status`)."""
     df = prepare(current_rows(table))
     if df.empty:
         return pd.DataFrame(columns=CONVERGENCE_COLUMNS)
     # a cell pairs with the row of its own pretraining; "-" (none) so that it can be matched
     df["pretrain_id"] = df["pretrain_id"].astype(object).fillna("-") if "pretrain_id" in df else "-"
     df["scale"] = budget_scale(df)
-    pair_key = SETTING + ["protocol", "labels_per_class", "task", "seed", "pretrain_id"]
+    # ... and with the row whose budget it doubles: a K rerun at a new budget leaves two
+    # budget-1 rows per cell, and a check row must not be compared with their average.
+    # Rows without `eval_samples` (older CSVs) pair as before, on "-".
+    samples = pd.to_numeric(df["eval_samples"], errors="coerce") if "eval_samples" in df else np.nan
+    base_samples = (pd.Series(samples, index=df.index) / df["scale"]).round()
+    df["base_samples"] = base_samples.astype(object).where(base_samples.notna(), "-")
+    pair_key = SETTING + ["protocol", "labels_per_class", "task", "seed", "pretrain_id", "base_samples"]
     base = df[np.isclose(df["scale"], 1.0)].groupby(pair_key, dropna=False)["test_acc"].mean()
     checks = df[df["scale"] > 1.0]
     rows = []
-    for (scale, *cell), part in checks.groupby(["scale"] + SETTING + ["protocol", "labels_per_class", "task"],
-                                               dropna=False):
+    for (scale, samples, *cell), part in checks.groupby(
+            ["scale", "base_samples"] + SETTING + ["protocol", "labels_per_class", "task"], dropna=False):
         longer = part.groupby(pair_key, dropna=False)["test_acc"].mean()
         both = longer.index.intersection(base.index)
         if not len(both):
             continue
         mean_b, mean_2b = float(base.loc[both].mean()), float(longer.loc[both].mean())
         delta = mean_2b - mean_b
-        rows.append([*cell, float(scale), len(both), mean_b, mean_2b, delta,
+        rows.append([*cell, float(scale), samples, len(both), mean_b, mean_2b, delta,
                      "pass" if abs(delta) <= tolerance else "fail"])
     return pd.DataFrame(rows, columns=CONVERGENCE_COLUMNS)
 
 
 def convergence_status(checks: pd.DataFrame, setting: tuple, protocol: str, k: int, task: str) -> str:
-    """`pass`, `fail` or `not run` for one cell (a failure at any checked scale is a failure)."""
+    """`pass`, `fail` or `not run` for one cell (a failure at any checked scale or base
+    budget is a failure: a cell that holds two budgets is not like for like anyway, and the
+    report's header names it)."""
     if checks.empty:
         return "not run"
     hit = checks

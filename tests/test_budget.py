@@ -216,6 +216,28 @@ def test_convergence_pairs_budgets_and_marks_the_overview():
     assert stats.loc["rotation", "n"] == 2
 
 
+def test_a_check_pairs_with_the_budget_it_doubles_not_every_budget_of_its_cell():
+    """A K rerun at a new budget leaves two budget-1 rows per (method, seed, K): each check
+    row pairs with the one whose labelled samples it doubles, never with their average."""
+    def row(seed, acc, scale, samples):
+        return {**_row("random", seed, acc, scale, k=400), "run_id": f"random-s{seed}-{samples}-x{scale}",
+                "eval_samples": samples * scale}
+    table = pd.DataFrame([row(0, 56.0, 1, 256000), row(1, 58.0, 1, 256000),     # 64 passes
+                          row(0, 58.0, 2, 256000), row(1, 60.0, 2, 256000),     # their check: +2
+                          row(0, 58.5, 1, 512000), row(1, 60.5, 1, 512000),     # 128 passes
+                          row(0, 59.0, 2, 512000), row(1, 60.8, 2, 512000)])    # their check: +0.4
+    checks = convergence(table).set_index("base_samples")
+    assert checks.loc[256000, "delta"] == pytest.approx(2.0) and checks.loc[256000, "status"] == "fail"
+    assert checks.loc[512000, "mean_b"] == pytest.approx(59.5)
+    assert checks.loc[512000, "delta"] == pytest.approx(0.4) and checks.loc[512000, "status"] == "pass"
+    assert convergence_status(convergence(table), SETTING, "conv3_linear", 400, "random") == "fail"
+    md = render_markdown(table)
+    assert "| ×2 of 256,000 | 2 | 57.00 | 59.00 | +2.00 | ✗ |" in md
+    assert "| ×2 of 512,000 | 2 | 59.50 | 59.90 | +0.40 | ✓ |" in md
+    old = convergence(_convergence_table())  # rows without eval_samples pair as before
+    assert set(old["base_samples"]) == {"-"} and "| ×2 | 2 |" in render_markdown(_convergence_table())
+
+
 # ----------------------------------------------------------------------------- 4. paired
 
 
