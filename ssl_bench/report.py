@@ -469,6 +469,12 @@ def _header(df: pd.DataFrame) -> list[str]:
             _interval_scope(df), "", *_conditions_note(df), *_cell_conditions_note(df)]
 
 
+def _value_groups(rows: pd.DataFrame, values: pd.Series) -> str:
+    """`value: task, task; value: task` — which methods ran with each value of a condition."""
+    return "; ".join(f"{value}: {', '.join(sorted(g['task'].astype(str).unique()))}"
+                     for value, g in rows.assign(_v=values).groupby("_v", sort=True))
+
+
 def _conditions_note(df: pd.DataFrame) -> list[str]:
     """One line per condition (`CONDITIONS`) that differs between the rows: which methods ran
     with which value, so a reader sees what a comparison across them mixes.
@@ -487,11 +493,7 @@ def _conditions_note(df: pd.DataFrame) -> list[str]:
         values = part[col].astype(object).where(part[col].notna(), "not recorded")
         if values.nunique() < 2:
             continue
-        groups = []
-        for value, rows in part.assign(_v=values).groupby("_v", sort=True):
-            tasks = ", ".join(sorted(rows["task"].astype(str).unique()))
-            groups.append(f"{value}: {tasks}")
-        lines.append(f"Not one {label} for every row: " + "; ".join(groups)
+        lines.append(f"Not one {label} for every row: " + _value_groups(part, values)
                      + ". Comparisons across these groups mix it.")
     return lines + ([""] if lines else [])
 
@@ -515,10 +517,8 @@ def _cell_conditions_note(df: pd.DataFrame) -> list[str]:
             values = rows[col].map(lambda v: f"{v:.0f}" if isinstance(v, float) else str(v))
             if values.nunique() < 2:
                 continue
-            groups = [f"{value}: {', '.join(sorted(g['task'].astype(str).unique()))}"
-                      for value, g in rows.assign(_v=values).groupby("_v", sort=True)]
             where = f"{_setting_label(*cell[:3])}, {cell[3]}, K={int(cell[4])}"
-            lines.append(f"Not one {label} at {where}: " + "; ".join(groups)
+            lines.append(f"Not one {label} at {where}: " + _value_groups(rows, values)
                          + ". Its ranking is not like for like; a method named twice averages both.")
     return lines + ([""] if lines else [])
 

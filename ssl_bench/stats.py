@@ -181,7 +181,7 @@ def convergence(table: pd.DataFrame, tolerance: float = CONVERGENCE_TOLERANCE) -
     base = df[np.isclose(df["scale"], 1.0)].groupby(pair_key, dropna=False)["test_acc"].mean()
     checks = df[df["scale"] > 1.0]
     rows = []
-    for (scale, samples, *cell), part in checks.groupby(
+    for (scale, at_b, *cell), part in checks.groupby(
             ["scale", "base_samples"] + SETTING + ["protocol", "labels_per_class", "task"], dropna=False):
         longer = part.groupby(pair_key, dropna=False)["test_acc"].mean()
         both = longer.index.intersection(base.index)
@@ -189,7 +189,7 @@ def convergence(table: pd.DataFrame, tolerance: float = CONVERGENCE_TOLERANCE) -
             continue
         mean_b, mean_2b = float(base.loc[both].mean()), float(longer.loc[both].mean())
         delta = mean_2b - mean_b
-        rows.append([*cell, float(scale), samples, len(both), mean_b, mean_2b, delta,
+        rows.append([*cell, float(scale), at_b, len(both), mean_b, mean_2b, delta,
                      "pass" if abs(delta) <= tolerance else "fail"])
     return pd.DataFrame(rows, columns=CONVERGENCE_COLUMNS)
 
