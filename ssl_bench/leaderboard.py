@@ -39,7 +39,7 @@ COLUMNS = [
     "seed", "test_acc", "pretext_metric", "pretext_metric_name", "pretrain_seconds",
     "pretrain_reused", "pretrain_id", "eval_seconds", "eval_steps", "eval_samples",
     "eval_augment", "eval_budget_scale", "results_version", "pretrain_seed", "pretrain_epochs", "precision",
-    "profile", "git_sha", "machine",
+    "pretrain_precision", "profile", "git_sha", "machine",
     "started_at", "finished_at", "run_dir", "at_chance",
 ]
 # what the summary, the report and the writers cannot do without; every other column is

@@ -58,11 +58,12 @@ PRETEXT_PLOT = "pretext_vs_downstream.png"
 # Columns added to the leaderboard over time: an old CSV lacks them, the report must not.
 OPTIONAL = ["pretrain_dataset", "pretrain_reused", "pretrain_id", "started_at", "finished_at",
             "pretext_metric", "pretext_metric_name", "pretrain_seconds", "eval_seconds",
-            "profile", "git_sha", "seed", "precision", "machine", "pretrain_epochs"]
+            "profile", "git_sha", "seed", "precision", "pretrain_precision", "machine",
+            "pretrain_epochs"]
 # Conditions that should be one value for every method a table compares; `_conditions_note`
 # names the methods of each value when they are not (e.g. a run finished on another machine).
-CONDITIONS = {"precision": "precision", "pretrain_epochs": "pretraining passes (pretext methods)",
-              "machine": "machine"}
+CONDITIONS = {"precision": "precision", "pretrain_precision": "pretraining precision",
+              "pretrain_epochs": "pretraining passes (pretext methods)", "machine": "machine"}
 # What the evaluator gives every method at one K (rows that train: conv3_linear, supervised,
 # finetune): a comparison is like for like only if these are one value per (setting, protocol, K).
 CELL_CONDITIONS = {"eval_samples": "labelled-sample budget", "eval_augment": "evaluator augmentation"}
@@ -480,16 +481,20 @@ def _conditions_note(df: pd.DataFrame) -> list[str]:
     with which value, so a reader sees what a comparison across them mixes.
 
     Precision and passes change the numbers (within noise or not, a user should be told); the
-    machine changes only the seconds. Pretraining passes count only for methods that pretrain
-    (0 for the baselines is not a difference). Rows that lack the column (older CSVs) say so.
+    machine changes only the seconds. Pretraining passes and precision count only for methods
+    that pretrain (0 passes for the baselines is not a difference); a row from before the
+    pretraining's precision was its own setting pretrained in the row's precision. Rows that
+    lack a column (older CSVs) say so.
     """
     lines = []
+    epochs = pd.to_numeric(df["pretrain_epochs"], errors="coerce")
+    pretrains = epochs.fillna(0) > 0
     for col, label in CONDITIONS.items():
         part = df
         if col == "pretrain_epochs":
-            epochs = pd.to_numeric(df[col], errors="coerce")
-            pretrains = epochs.fillna(0) > 0
             part = df[pretrains].assign(**{col: epochs[pretrains].astype(int)})
+        elif col == "pretrain_precision":
+            part = df[pretrains].assign(**{col: df[col].where(df[col].notna(), df["precision"])[pretrains]})
         values = part[col].astype(object).where(part[col].notna(), "not recorded")
         if values.nunique() < 2:
             continue

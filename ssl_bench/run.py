@@ -87,21 +87,32 @@ def digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def pretraining_precision(cfg: DictConfig) -> str:
+    """The precision a pretraining runs in: `pretrain_precision` where set, else the run's.
+
+    Separate so that weights pretrained in bf16 (a GPU, a CPU with native bf16) can be found
+    again and evaluated in fp32 on a CPU where bf16 is emulated and several times slower; a
+    method that does not pretrain has only the run's precision.
+    """
+    chosen = cfg.get("pretrain_precision")
+    return str(chosen) if chosen and cfg.task.pretrain else str(cfg.precision)
+
+
 def pretrain_identity(cfg: DictConfig, ctx: distributed.Context,
                       version: int | None = None) -> dict:
     """Everything a pretraining's result depends on (device, threads and paths excluded).
 
     The seed is the pretraining's own (`train.seed`, by default the run's seed), and the
-    precision is the resolved one (`run` resolves `auto` first): bf16 and fp32 weights are
-    different pretrainings. The number of processes is excluded, unless BatchNorm is left
-    unsynchronised across them: then each process normalises by its own slice and the
+    precision is the pretraining's, resolved (`run` resolves `auto` first): bf16 and fp32
+    weights are different pretrainings. The number of processes is excluded, unless BatchNorm
+    is left unsynchronised across them: then each process normalises by its own slice and the
     result differs. `ctx` is passed, not read from module state, so the identity of a run
     is a function of its arguments alone.
     """
     ident = {"task": _task_identity(cfg), "data": _data_identity(cfg.data),
              "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
              "train": OmegaConf.to_container(cfg.train, resolve=True),
-             "seed": int(cfg.train.seed), "precision": cfg.precision,
+             "seed": int(cfg.train.seed), "precision": pretraining_precision(cfg),
              **identity_field("pretrain_version", PRETRAIN_VERSION if version is None else version)}
     if ctx.active and not ctx.sync_batchnorm:
         ident["batchnorm_slices"] = ctx.world
@@ -122,15 +133,19 @@ def run_identity(cfg: DictConfig, ctx: distributed.Context, version: int | None 
     Rows are keyed by (run_id, protocol, K), so adding a K or a probe to a finished run
     computes only the new rows. The protocols added later carry their settings in their
     names instead (fine-tuning has none of its own; `knn_cosine_k<k>_t<T>_<stage>`), so
-    adding them left every earlier run id as it was.
+    adding them left every earlier run id as it was. The evaluator's precision is named
+    only where it differs from the pretraining's (`pretrain_precision`), so the ids of runs
+    with one precision stayed as they were when the two became separate settings.
     """
     evaluation = OmegaConf.to_container(cfg.eval, resolve=True)
     for key in ("labels_per_class", "data", "finetune"):
         evaluation.pop(key, None)  # type: ignore[union-attr]
     for key in ("enabled", "linear_stages", "knn_stages", "labels_per_class", "cosine_knn"):
         evaluation.get("probes", {}).pop(key, None)  # type: ignore[union-attr]
-    return {**pretrain_identity(cfg, ctx), "eval": evaluation, "eval_seed": int(cfg.seed),
-            "eval_data": _data_identity(cfg.eval.get("data")),
+    evaluator_precision = ({"eval_precision": cfg.precision}
+                           if cfg.precision != pretraining_precision(cfg) else {})
+    return {**pretrain_identity(cfg, ctx), **evaluator_precision, "eval": evaluation,
+            "eval_seed": int(cfg.seed), "eval_data": _data_identity(cfg.eval.get("data")),
             **identity_field("results_version", RESULTS_VERSION if version is None else version)}
 
 
@@ -209,7 +224,7 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
                 entry.discard(exc.problem, "pretrains again")
                 exc.checkpoint.move_aside()
         result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.train.seed),
-                          cfg.channels_last, cfg.progress, cfg.precision)
+                          cfg.channels_last, cfg.progress, pretraining_precision(cfg))
         entry.finish(asdict(result))
         if ctx.is_main:
             export_backbone(cfg, backbone, folder, result)
@@ -224,7 +239,8 @@ def export_backbone(cfg: DictConfig, backbone: ConvBackbone, folder: Path,
     that refuses the files (read-only, full) costs a warning, never the run.
     """
     about = {"task": cfg.task.name, "pretrain_id": folder.name, "data": cfg.data.name,
-             "epochs": result.epochs, "seed": int(cfg.train.seed), "precision": cfg.precision,
+             "epochs": result.epochs, "seed": int(cfg.train.seed),
+             "precision": pretraining_precision(cfg),
              "pretext_metric": result.pretext_metric, "pretext_metric_name": result.metric_name,
              "git_sha": git_sha()}
     try:
@@ -255,6 +271,8 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     if cfg.deterministic:
         make_deterministic()
     cfg.precision = resolve_precision(cfg.precision, device)  # identities hold the resolved one
+    cfg.pretrain_precision = (resolve_precision(cfg.pretrain_precision, device)
+                              if cfg.task.pretrain and cfg.get("pretrain_precision") else cfg.precision)
     brought = prepare_external(cfg) if is_external(cfg) else None  # checked before any work
     seed = int(cfg.seed)
     pretrain_seed = int(cfg.train.seed) if cfg.task.pretrain else seed
@@ -315,6 +333,7 @@ def _write_run_files(cfg: DictConfig, run_dir: Path, ctx: distributed.Context, d
     meta = {"run_id": run_id, "git_sha": sha, "seed": int(cfg.seed), "device": str(device),
             "threads": torch.get_num_threads(), "channels_last": bool(cfg.channels_last),
             "deterministic": bool(cfg.deterministic), "precision": cfg.precision,
+            "pretrain_precision": pretraining_precision(cfg) if cfg.task.pretrain else None,
             "processes": ctx.world, "torch": torch.__version__, "python": platform.python_version(),
             "host": platform.node(), "machine": machine_name(device), "started_at": started_at}
     if ctx.is_main:
@@ -442,6 +461,7 @@ class RowWriter:
             "eval_budget_scale": result.get("eval_budget_scale"), "results_version": RESULTS_VERSION,
             "pretrain_seed": int(cfg.train.seed) if cfg.task.pretrain else None,
             "pretrain_epochs": pretext.epochs if pretext else 0, "precision": cfg.precision,
+            "pretrain_precision": pretraining_precision(cfg) if cfg.task.pretrain else None,
             "profile": cfg.profile_name, "git_sha": self.sha, "machine": self.machine,
             "started_at": self.started_at,
             "finished_at": now_iso(), "run_dir": str(self.run_dir), "at_chance": self.at_chance(result),

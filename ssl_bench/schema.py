@@ -281,6 +281,7 @@ class Config(Section):
     seed: Seed
     device: str
     precision: Literal["auto", "fp32", "bf16"]
+    pretrain_precision: Literal["auto", "fp32", "bf16"] | None = None  # null = precision
     deterministic: bool
     threads: PositiveInt | None  # null = torch's default; 0 would silently mean the same
     channels_last: bool

@@ -292,6 +292,23 @@ def test_resolve_precision_on_cpu():
         resolve_precision("fp16", CPU, flags=set())
 
 
+def test_a_bf16_pretraining_is_evaluated_in_fp32_where_asked(make_cfg, tmp_path):
+    """`pretrain_precision=bf16 precision=fp32` finds the pretraining a bf16 run made (what a
+    CPU without native bf16 does with weights pretrained where bf16 is native): no second
+    pretraining, rows of their own, and both precisions in every row."""
+    first = run(make_cfg(*TINY_RUN, "task=rotation", "train.seed=0", "precision=bf16"), tmp_path / "a")
+    mixed = make_cfg(*TINY_RUN, "task=rotation", "train.seed=0", "precision=fp32", "pretrain_precision=bf16")
+    second = run(mixed, tmp_path / "b")
+    assert [r["pretrain_reused"] for r in second] == [True]
+    assert second[0]["pretrain_id"] == first[0]["pretrain_id"]
+    assert second[0]["run_id"] != first[0]["run_id"]
+    assert (first[0]["precision"], first[0]["pretrain_precision"]) == ("bf16", "bf16")
+    assert (second[0]["precision"], second[0]["pretrain_precision"]) == ("fp32", "bf16")
+    scratch = run(make_cfg(*TINY_RUN, "task=random", "precision=fp32", "pretrain_precision=bf16"),
+                  tmp_path / "c")
+    assert scratch[0]["precision"] == "fp32" and pd.isna(scratch[0]["pretrain_precision"])
+
+
 def test_cpu_flags_parses_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\n"

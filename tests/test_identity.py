@@ -59,6 +59,17 @@ def test_how_and_where_it_runs_changes_no_identity(make_cfg, override):
     assert _ids(make_cfg, override) == _ids(make_cfg)
 
 
+def test_the_pretraining_precision_is_the_pretrainings_and_the_evaluators_is_the_runs(make_cfg):
+    """`pretrain_precision=bf16` (with BASE's precision=fp32) is the pretraining a bf16 run
+    made, evaluated in fp32: another run. Naming the run's own precision, or a pretraining
+    precision for a method that does not pretrain, changes no identity."""
+    bf16_pretrain, bf16_run = _ids(make_cfg, "precision=bf16")
+    mixed_pretrain, mixed_run = _ids(make_cfg, "pretrain_precision=bf16")
+    assert mixed_pretrain == bf16_pretrain and mixed_run not in (bf16_run, _ids(make_cfg)[1])
+    assert _ids(make_cfg, "pretrain_precision=fp32") == _ids(make_cfg)
+    assert _ids(make_cfg, "task=random", "pretrain_precision=bf16") == _ids(make_cfg, "task=random")
+
+
 def _short_pretraining(cfg, data, folder, channels_last: bool, threads: int, seed: int = 0) -> dict:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -139,6 +139,17 @@ def test_header_names_precisions_machines_and_which_methods_differ():
     assert "not recorded: supervised_pretrain" in md
     same = render_markdown(pd.DataFrame([r for r in rows if r["task"] != "supervised_pretrain"]))
     assert "Not one" not in same
+    # rows from before the pretraining's precision was its own setting pretrained in theirs
+    assert ("Not one pretraining precision for every row: bf16: rotation; fp32: supervised_pretrain."
+            in md)
+    # rotation's bf16 pretraining evaluated in fp32 beside its bf16 rows: one pretraining
+    # precision (random, which does not pretrain, has none), two evaluator precisions
+    kept = [r for r in rows if r["task"] != "supervised_pretrain"]
+    kept += [_row(f"rotation{s}fp32", "rotation", 400, 60.0, seed=s, precision="fp32",
+                  pretrain_precision="bf16", machine=zen5, pretrain_epochs=4) for s in range(3)]
+    md = render_markdown(pd.DataFrame(kept))
+    assert "Not one precision for every row: bf16: random, rotation; fp32: rotation." in md
+    assert "pretraining precision" not in md
 
 
 def test_header_marks_a_k_whose_methods_got_unequal_budgets_or_augmentations():
