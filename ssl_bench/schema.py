@@ -41,6 +41,12 @@ SEED_MAX = 2**32 - 1  # scikit-learn's random_state takes 0 .. 2**32 - 1; torch 
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
+# Random-crop padding in pixels per side. Above the image's side a crop is mostly zeros, and
+# the padded batch grows with the square of it (10^10 would ask for exabytes); no data set
+# here has images above 96 px, so 128 bounds every sensible value. `_check_paddings` also
+# holds it to `data.image_size` where that is set.
+MAX_CROP_PADDING = 128
+CropPadding = Annotated[int, Field(ge=0, le=MAX_CROP_PADDING)]
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -84,7 +90,7 @@ class Schedule(Section):
 
 
 class Augment(Section):
-    crop_padding: Count
+    crop_padding: CropPadding
     flip: bool
 
 
@@ -245,7 +251,7 @@ class Task(OpenSection):
     pretrain: bool
     module: dict | None
     train_lr: Positive
-    crop_padding: Count
+    crop_padding: CropPadding
     evaluation: Literal["frozen", "scratch"]
 
     @model_validator(mode="after")
@@ -667,6 +673,24 @@ def _check_sizes(values: Mapping) -> None:
                             f"{backbone.halvings()} times, so images must be at least {smallest} px")
 
 
+def _check_paddings(values: Mapping) -> None:
+    """A crop padding wider than the images it pads (where `data.image_size`, or for the
+    evaluator `eval.data.image_size`, says how wide) is refused: its crops would be mostly
+    padding."""
+    pretrain_size = values["data"].get("image_size")
+    eval_data = values.get("eval", {}).get("data")
+    eval_size = eval_data.get("image_size") if eval_data is not None else pretrain_size
+    paddings = [("task.crop_padding", values["task"].get("crop_padding"), pretrain_size),
+                ("train.augment.crop_padding", values.get("train", {}).get("augment", {}).get("crop_padding"),
+                 pretrain_size),
+                ("eval.augment.crop_padding", values.get("eval", {}).get("augment", {}).get("crop_padding"),
+                 eval_size)]
+    for key, padding, size in paddings:
+        if size is not None and padding is not None and padding > size:
+            raise UserError(f"{key}={padding} is wider than the {size}-px images it pads: its crops "
+                            f"would be mostly padding; use at most {size}")
+
+
 def resolved(cfg: DictConfig) -> dict:
     """The configuration as plain values, interpolations resolved (a missing one is a UserError)."""
     if "hydra" in cfg:  # Hydra's own section resolves only inside a job (hydra.job.num, ...)
@@ -700,3 +724,4 @@ def validate(cfg: DictConfig, model: type[Config] | None = None) -> None:
         _check(Data, values["eval"]["data"], ("eval", "data"))
     _check_module(values["task"].get("module"), ("task", "module"))
     _check_sizes(values)
+    _check_paddings(values)

@@ -59,6 +59,13 @@ def test_every_shipped_search_and_experiment_is_valid(name, overrides):
     (["data.image_size=0"], "data.image_size=0 is not allowed: must be at least 1"),
     (["eval.batch_size=1"], "eval.batch_size=1 is not allowed: must be at least 2"),
     (["train.optimizer.momentum=1.5"], "train.optimizer.momentum=1.5 is not allowed: must be less than 1"),
+    # crop paddings: never above 128 px, never wider than the images where their size is set
+    (["task.crop_padding=12105815358"], "crop_padding=12105815358 is not allowed: must be at most 128"),
+    (["eval.augment.crop_padding=129"], "eval.augment.crop_padding=129 is not allowed: must be at most 128"),
+    (["data=synthetic", "train.augment.crop_padding=40"],
+     "train.augment.crop_padding=40 is wider than the 32-px images it pads"),
+    (["data=synthetic", "data@eval.data=digits", "eval.data.image_size=16", "eval.augment.crop_padding=20"],
+     "eval.augment.crop_padding=20 is wider than the 16-px images it pads"),
     # zeros that used to mean "no limit" without saying so
     (["train.steps_per_epoch=0"], "train.steps_per_epoch=0 is not allowed: must be at least 1"),
     (["eval.max_steps=0"], "eval.max_steps=0 is not allowed: must be at least 1"),
@@ -66,6 +73,8 @@ def test_every_shipped_search_and_experiment_is_valid(name, overrides):
     # one of a set
     (["device=gpu"], "device='gpu' is not allowed: must be auto, cpu, cuda, cuda:N or mps"),
     (["precision=fp16"], "precision='fp16' is not allowed: must be 'auto', 'fp32' or 'bf16'"),
+    (["pretrain_precision=fp16"],
+     "pretrain_precision='fp16' is not allowed: must be 'auto', 'fp32' or 'bf16'"),
     (["eval.probes.linear_stages=[conv5]"], "eval.probes.linear_stages[0]='conv5' is not allowed"),
     # lists
     (["eval.labels_per_class=[]"], "eval.labels_per_class=[] is not allowed: must not be empty"),
