@@ -271,8 +271,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
     if cfg.deterministic:
         make_deterministic()
     cfg.precision = resolve_precision(cfg.precision, device)  # identities hold the resolved one
-    cfg.pretrain_precision = (resolve_precision(cfg.pretrain_precision, device)
-                              if cfg.task.pretrain and cfg.get("pretrain_precision") else cfg.precision)
+    cfg.pretrain_precision = resolve_precision(pretraining_precision(cfg), device)
     brought = prepare_external(cfg) if is_external(cfg) else None  # checked before any work
     seed = int(cfg.seed)
     pretrain_seed = int(cfg.train.seed) if cfg.task.pretrain else seed

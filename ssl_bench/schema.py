@@ -678,13 +678,12 @@ def _check_paddings(values: Mapping) -> None:
     evaluator `eval.data.image_size`, says how wide) is refused: its crops would be mostly
     padding."""
     pretrain_size = values["data"].get("image_size")
-    eval_data = values.get("eval", {}).get("data")
+    train, evaluation = values.get("train", {}), values.get("eval", {})
+    eval_data = evaluation.get("data")
     eval_size = eval_data.get("image_size") if eval_data is not None else pretrain_size
     paddings = [("task.crop_padding", values["task"].get("crop_padding"), pretrain_size),
-                ("train.augment.crop_padding", values.get("train", {}).get("augment", {}).get("crop_padding"),
-                 pretrain_size),
-                ("eval.augment.crop_padding", values.get("eval", {}).get("augment", {}).get("crop_padding"),
-                 eval_size)]
+                ("train.augment.crop_padding", train.get("augment", {}).get("crop_padding"), pretrain_size),
+                ("eval.augment.crop_padding", evaluation.get("augment", {}).get("crop_padding"), eval_size)]
     for key, padding, size in paddings:
         if size is not None and padding is not None and padding > size:
             raise UserError(f"{key}={padding} is wider than the {size}-px images it pads: its crops "
