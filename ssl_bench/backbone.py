@@ -15,8 +15,10 @@ drops it, so every method is judged on the same conv1-conv3 architecture.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,3 +123,42 @@ def frozen_stages(backbone: ConvBackbone, upto: str = "conv2") -> nn.Sequential:
     for p in stages.parameters():
         p.requires_grad_(False)
     return stages
+
+
+# Not in a label: the builder, and a searched backbone's genotype file, which each search
+# seed makes anew (like a pretraining's weights), so that a method's seeds share one cell.
+UNLABELLED = ("name", "_target_", "genotype")
+
+
+def backbone_label(config: Mapping[str, Any], preset: Mapping[str, Any] | None) -> str:
+    """What the leaderboard's `backbone` column calls `config`: the preset's name when the
+    config is the preset (`conf/backbone/<name>.yaml`), else the name and what differs.
+
+    The report averages the rows of one (method, backbone) cell, so two architectures must
+    never share a label: `backbone=small2 backbone.conv4=...` is `small2[conv4=128/3]`, not
+    `small2`. A stage reads channels/kernels[/pool], lists joined by "-"; a path, its file
+    name. A name with no preset file (the user's own config) is taken as given.
+    """
+    name = str(config.get("name"))
+    if preset is None:
+        return name
+    keys = [k for k in config if k not in UNLABELLED]
+    keys += [k for k in preset if k not in config and k not in UNLABELLED]
+    changed = [k for k in keys if config.get(k) != preset.get(k)]
+    if not changed:
+        return name
+    return f"{name}[{','.join(f'{k}={_describe(config.get(k))}' for k in changed)}]"
+
+
+def _describe(value: Any) -> str:
+    """One setting of a backbone config, short: a stage as channels/kernels[/pool]."""
+    if value is None:
+        return "none"
+    if isinstance(value, Mapping) and "channels" in value:
+        parts = [_describe(value.get("channels")), _describe(value.get("kernels"))]
+        return "/".join(parts + ([str(value["pool"])] if value.get("pool") else []))
+    if isinstance(value, (list, tuple)):
+        return "-".join(_describe(v) for v in value)
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return PurePath(value).name
+    return str(value)

@@ -59,3 +59,15 @@ def initialize() -> Iterator[None]:
     else:
         with initialize_config_module(config_module=PACKAGE, version_base=VERSION_BASE):
             yield
+
+
+def preset(group: str, name: str) -> dict | None:
+    """The shipped config `conf/<group>/<name>.yaml` as a plain dict, or None when there is
+    no such file (a name the user gave a config of their own)."""
+    import yaml
+
+    path = files() / group / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return loaded if isinstance(loaded, dict) else None

@@ -24,8 +24,8 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_bench import distributed, logger
-from ssl_bench.backbone import ConvBackbone
+from ssl_bench import configs, distributed, logger
+from ssl_bench.backbone import ConvBackbone, backbone_label
 from ssl_bench.chance import ACCURACY, at_chance, chance_accuracy, describe, flag
 from ssl_bench.checkpoint import BadCheckpoint
 from ssl_bench.data import DataSplits, load_data
@@ -190,6 +190,12 @@ def finished_rows(leaderboard: Path, run_id: str) -> pd.DataFrame:
     return table[table["run_id"] == run_id] if not table.empty else table
 
 
+def backbone_name(cfg: DictConfig) -> str:
+    """The rows' `backbone` label: the preset's name, with what differs from it (`backbone_label`)."""
+    return backbone_label(OmegaConf.to_container(cfg.backbone, resolve=True),
+                          configs.preset("backbone", str(cfg.backbone.name)))
+
+
 def pretrain_dir(cfg: DictConfig, ctx: distributed.Context) -> Path:
     """The pretraining cache folder: one per distinct pretraining, shared by every run using it."""
     name = f"{cfg.task.name}_{cfg.data.name}_{cfg.backbone.name}_s{int(cfg.train.seed)}"
@@ -225,7 +231,7 @@ def pretrained(cfg: DictConfig, backbone: ConvBackbone, data: DataSplits, device
                 exc.checkpoint.move_aside()
         result = pretrain(backbone, task, data, cfg.train, folder, device, int(cfg.train.seed),
                           cfg.channels_last, cfg.progress, pretraining_precision(cfg))
-        entry.finish(asdict(result))
+        entry.finish(asdict(result), machine=machine_name(device), precision=pretraining_precision(cfg))
         if ctx.is_main:
             export_backbone(cfg, backbone, folder, result)
         return result, False, folder
@@ -447,7 +453,7 @@ class RowWriter:
         cfg, pretext = self.cfg, self.pretext
         return {
             "run_id": self.run_id, "task": cfg.task.name, "dataset": eval_data_config(cfg).name,
-            "pretrain_dataset": cfg.data.name, "backbone": cfg.backbone.name,
+            "pretrain_dataset": cfg.data.name, "backbone": backbone_name(cfg),
             "protocol": result.get("protocol", cfg.eval.protocol),
             "labels_per_class": result["labels_per_class"], "seed": int(cfg.seed),
             "test_acc": result["test_acc"],

@@ -209,10 +209,12 @@ class CacheEntry:
                                                aside.name, then)
         self.record, self.result = None, None
 
-    def finish(self, result: dict[str, Any]) -> None:
-        """Mark the computation finished with its `result` (and the code and time it ran with)."""
+    def finish(self, result: dict[str, Any], **about: Any) -> None:
+        """Mark the computation finished with its `result`, the code and time it ran with, and
+        `about` (e.g. the machine and precision: what its seconds were measured on)."""
         if self.writer:
-            atomic_write_json(self.done, {"result": result, "git_sha": git_sha(), "finished_at": now_iso()})
+            atomic_write_json(self.done, {"result": result, "git_sha": git_sha(), "finished_at": now_iso(),
+                                          **about})
 
 
 @contextmanager

@@ -46,6 +46,8 @@ def test_composed_config_runs_end_to_end(make_cfg, tmp_path, task):
     if task in PRETRAINED:
         pretrain_dir = Path(cfg.paths.runs_dir) / "pretrain" / rows[0]["pretrain_id"]
         assert (pretrain_dir / "checkpoint.pt").is_file() and (pretrain_dir / "pretrain.json").is_file()
+        done = json.loads((pretrain_dir / "pretrain.json").read_text())  # what its seconds ran on
+        assert done["machine"] == table.machine[0] and done["precision"] == table.pretrain_precision[0]
         run_dir = pretrain_dir  # where the pretraining's own files are
         assert table.pretext_metric.notna().all()
         assert set(table.pretext_metric_name) == {METRICS.get(task, "accuracy")}

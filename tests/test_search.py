@@ -317,7 +317,7 @@ def test_searched_backbone_runs_through_the_pipeline(make_cfg, tmp_path):
     rows = run(cfg, tmp_path / "run")
     table = pd.read_csv(cfg.leaderboard.path)
     assert len(table) == len(rows) == 2 * (1 + 7)  # conv3_linear + 3 linear probes + 2 + 2 k-NN, K=5,20
-    assert set(table.backbone) == {"searched"} and table.test_acc.between(0, 100).all()
+    assert set(table.backbone) == {"searched[channels=4-6-8]"} and table.test_acc.between(0, 100).all()
     assert table.pretrain_id[0].startswith("rotation_synthetic_searched_s0_")
     # the same settings again: every row is already there, nothing is recomputed
     assert len(run(cfg, tmp_path / "run2")) == len(rows)
@@ -367,7 +367,10 @@ def test_search_job_searches_then_compares_with_the_hand_designed_backbone(make_
     params = meta["parameters"]
     assert abs(params["searched"] / params["reference"] - 1) < 0.2
     table = pd.read_csv(cfg.leaderboard.path)
-    assert set(table.backbone) == {"small", "searched"} and len(table) == 4
+    # the hand-designed backbone slimmed by overrides is labelled with them, apart from `small`
+    assert set(table.backbone) == {"small[conv2=16/3/max,conv3=32/3]",
+                                  "searched[cells=0-0-1,param_budget=10240]"}
+    assert len(table) == 4
     assert params["reference"] == 10_240
     summary = json.loads((tmp_path / "job" / "comparison.json").read_text())
     assert summary["parameters"] == params and len(summary["rows"]["searched"]) == 2

@@ -19,7 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssl_bench.leaderboard import read as read_leaderboard
-from ssl_bench.run import build_backbone, eval_data_config, run
+from ssl_bench.run import backbone_name, build_backbone, eval_data_config, run
 from ssl_bench.runlog import atomic_write_bytes, atomic_write_json
 from ssl_bench.search.genotype import Genotype
 from ssl_bench.search.model import count_parameters
@@ -87,10 +87,10 @@ def compare(cfg: DictConfig, outcome: SearchOutcome, job_dir: Path) -> dict:
     searched_rows = run(searched_cfg, job_dir / "searched")
     reference_rows = run(cfg, job_dir / "reference")
 
-    names = {str(cfg.backbone.name): reference_params, str(searched_cfg.backbone.name): searched_params}
+    names = {backbone_name(cfg): reference_params, backbone_name(searched_cfg): searched_params}
     if len(names) < 2:
-        log.warning("the searched and the hand-designed backbone are both named %s; rename one "
-                    "(derived.backbone.name=...) to tell their rows apart", cfg.backbone.name)
+        log.warning("the searched and the hand-designed backbone are both labelled %s; rename one "
+                    "(derived.backbone.name=...) to tell their rows apart", backbone_name(cfg))
     dataset = str(eval_data_config(cfg).name)
     table = read_leaderboard(Path(cfg.leaderboard.path))
     markdown = comparison_table(table, str(cfg.task.name), dataset, str(cfg.profile_name), names)

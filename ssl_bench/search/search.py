@@ -32,7 +32,7 @@ from ssl_bench import tasks
 from ssl_bench.batching import index_batches
 from ssl_bench.checkpoint import Checkpoint, keep_logged_epochs
 from ssl_bench.data import DataSplits, load_data
-from ssl_bench.device import resolve_precision
+from ssl_bench.device import machine_name, resolve_precision
 from ssl_bench.errors import UserError
 from ssl_bench.loop import Step, to_memory_format, train_steps
 from ssl_bench.run import _data_identity, digest
@@ -347,5 +347,5 @@ def searched(cfg: DictConfig, device: torch.device, data: DataSplits | None = No
                      else resolve_precision(cfg.precision, device))
         result = run_search(net, task, data, cfg, folder, device, seed, cfg.channels_last,
                             cfg.progress, precision)
-        entry.finish(asdict(result))
+        entry.finish(asdict(result), machine=machine_name(device), precision=precision)
         return SearchOutcome(result, False, folder)
