@@ -64,10 +64,10 @@ def initialize() -> Iterator[None]:
 def preset(group: str, name: str) -> dict | None:
     """The shipped config `conf/<group>/<name>.yaml` as a plain dict, or None when there is
     no such file (a name the user gave a config of their own)."""
-    import yaml
+    from omegaconf import DictConfig, OmegaConf
 
     path = files() / group / f"{name}.yaml"
     if not path.is_file():
         return None
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return loaded if isinstance(loaded, dict) else None
+    loaded = OmegaConf.create(path.read_text(encoding="utf-8"))
+    return OmegaConf.to_container(loaded) if isinstance(loaded, DictConfig) else None  # type: ignore[return-value]
