@@ -21,7 +21,7 @@ from ssl_bench.data.augment import to_float
 from ssl_bench.device import cpu_flags, machine_name, resolve_precision
 from ssl_bench.distributed import Context
 from ssl_bench.errors import UserError
-from ssl_bench.evaluate import evaluate, evaluate_scratch, recalibrate_batchnorm
+from ssl_bench.evaluate import budget_steps, evaluate, evaluate_scratch, recalibrate_batchnorm
 from ssl_bench.leaderboard import read
 from ssl_bench.report import render_markdown
 from ssl_bench.run import build_backbone, pretrain_dir, run
@@ -103,6 +103,17 @@ def test_convergence_check_runs_the_profiles_smallest_and_largest_k(make_cfg, pr
     assert min(ks) == min(make_cfg(f"profile={profile}").eval.labels_per_class)
     assert max(ks) == max(make_cfg(f"profile={profile}").eval.labels_per_class)
     assert cfg.eval.budget_scale == 2 and not cfg.eval.probes.enabled
+
+
+def test_cpu_profile_budget_is_the_one_the_reference_run_measured(make_cfg):
+    """The cpu profile's evaluator budget on CIFAR-10 (10 classes): 1,000 / 1,000 / 4,000 steps
+    at K = 20 / 100 / 400 (128 passes, floor 1,000), and twice that in the convergence check.
+    runs/reference/ was measured at exactly these budgets; changing the profile needs a new run."""
+    cfg = make_cfg("profile=cpu")
+    steps = {k: budget_steps(cfg.eval, 10 * k) for k in cfg.eval.labels_per_class}
+    assert steps == {20: 1000, 100: 1000, 400: 4000}
+    check = make_cfg("experiment=converge", "profile=cpu")
+    assert {k: budget_steps(check.eval, 10 * k) for k in check.eval.labels_per_class} == {20: 2000, 400: 8000}
 
 
 def test_eval_samples_counts_images_actually_seen(make_cfg, tiny_data, monkeypatch):
