@@ -1,6 +1,9 @@
 """fp32 minus bf16, paired by seed (same labelled subsets, same initialisation seed), per method and K.
 
-    .venv/bin/python runs/reference/precision/paired.py FP32_CSV BF16_CSV [protocols...]
+    .venv/bin/python runs/reference/precision/paired.py FP32_CSV BF16_CSV [BF16_CSV...] [protocols...]
+
+The bf16 rows may span several files (the reference's K=400 rows at 64 passes were archived
+apart from its leaderboard when the cpu profile moved to 128 passes).
 """
 import sys
 
@@ -8,8 +11,10 @@ import pandas as pd
 
 from ssl_bench.stats import t_halfwidth
 
-fp32, bf16 = (pd.read_csv(p) for p in sys.argv[1:3])
-protocols = sys.argv[3:] or ["conv3_linear", "supervised"]
+paths = [a for a in sys.argv[1:] if a.endswith(".csv")]
+fp32 = pd.read_csv(paths[0])
+bf16 = pd.concat([pd.read_csv(p) for p in paths[1:]], ignore_index=True)
+protocols = [a for a in sys.argv[1:] if not a.endswith(".csv")] or ["conv3_linear", "supervised"]
 key = ["task", "protocol", "labels_per_class", "seed"]
 a = fp32[fp32.protocol.isin(protocols) & (fp32.precision == "fp32")]
 b = bf16[bf16.protocol.isin(protocols) & (bf16.precision == "bf16")
