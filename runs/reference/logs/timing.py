@@ -26,13 +26,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ZEN5 = "AMD EPYC family 26 model 2 (Zen 5), bf16 (rows before the machine column)"
-table = pd.read_csv(sys.argv[1])
-table["machine"] = table["machine"].fillna(ZEN5).map(
-    lambda m: "Zen 5" if m == ZEN5 else "Zen 3" if "family 25 model 1" in m else m)
-table["scale"] = pd.to_numeric(table["eval_budget_scale"], errors="coerce").fillna(1.0)
-table["kind"] = np.where(table["protocol"] == "conv3_linear",
-                         np.where(np.isclose(table["scale"], 1.0), "evaluator", "check"), "probes")
+
+def load(path: str) -> pd.DataFrame:
+    """The rows, with a short machine name (rows without one are Zen 5's, from before the
+    column), the budget scale as a number, and which part of the run each row is."""
+    rows = pd.read_csv(path)
+    rows["machine"] = rows["machine"].map(
+        lambda m: "Zen 5" if pd.isna(m) else "Zen 3" if "family 25 model 1" in m else m)
+    rows["scale"] = pd.to_numeric(rows["eval_budget_scale"], errors="coerce").fillna(1.0)
+    rows["kind"] = np.where(rows["protocol"] == "conv3_linear",
+                            np.where(np.isclose(rows["scale"], 1.0), "evaluator", "check"), "probes")
+    return rows
+
+
+table = load(sys.argv[1])
 
 pre = (table.dropna(subset=["pretrain_id"]).sort_values("started_at")
        .groupby("pretrain_id").first())  # the first row that used it: where it ran, if not reused
@@ -76,10 +83,8 @@ print(f"convergence check rows: {total_check:,.0f} s")
 if len(sys.argv) < 3:
     sys.exit(0)
 # ---- projection: one quiet Zen 5, bf16 (see the docstring)
-old = pd.read_csv(sys.argv[2])
-old["scale"] = pd.to_numeric(old["eval_budget_scale"], errors="coerce").fillna(1.0)
-old["machine"] = old["machine"].fillna("Zen 5")
-k400 = old[(old["machine"] == "Zen 5") & (old["eval_samples"] == 512000) & np.isclose(old["scale"], 2.0)]
+old = load(sys.argv[2])
+k400 = old[(old["machine"] == "Zen 5") & (old["eval_samples"] == 512000) & (old["kind"] == "check")]
 scratch = {"supervised"}
 frozen_400 = k400.loc[~k400["task"].isin(scratch), "eval_seconds"]
 scratch_400 = k400.loc[k400["task"].isin(scratch), "eval_seconds"]
